@@ -1,0 +1,27 @@
+# make test: create .venv with everything the tests need, then run them.
+# make demo: set up a real headless ComfyUI with this pack and run the text-to-video + SSR workflow.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-$(shell cat requirements-dev.txt | sha1sum | cut -c1-10)
+
+.PHONY: test demo bench clean
+
+$(STAMP): requirements-dev.txt
+	rm -f $(VENV)/.stamp-*
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m lumiere bench --json
+
+clean:
+	rm -rf $(VENV)

