@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .configs import ModelConfig
-from .models.stunet import STUNet, inflate
+from .models.stunet import inflate
 from .models.text import TextEncoder
 from .models.unet2d import UNet2D
 
@@ -66,11 +66,18 @@ def save_model(path: str | os.PathLike, bundle: LumiereBundle, dtype: torch.dtyp
     os.close(fd)
     try:
         save_file(sd, tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a model file is shared like any other
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict, ModelConfig]:

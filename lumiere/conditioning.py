@@ -70,6 +70,8 @@ def cinemagraph(image: torch.Tensor, animate: torch.Tensor, num_frames: int) -> 
     outside the region on the other frames."""
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image: expected shape (b, 3, h, w), got {tuple(image.shape)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames: expected >= 1, got {num_frames}")
     b, _, h, w = image.shape
     shape = (b, 3, num_frames, h, w)
     region = _check_mask("mask", animate, shape)

@@ -1,0 +1,252 @@
+"""`python -m lumiere`: generate, inspect, bench, train, eval.
+
+The commands only parse arguments, read files and call the library (`pipeline.generate` / `upscale`, the
+`conditioning` recipes, `stylize`), so the CLI and the ComfyUI nodes share one code path. Bad inputs exit with
+status 2 and one line naming the input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
+MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
+
+
+class InputError(ValueError):
+    """A bad command-line input; the message names it."""
+
+
+# ---------------------------------------------------------------- generate
+
+
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="base checkpoint (default: the shipped demo model)")
+    p.add_argument("--prompt", default="", help="text prompt")
+    p.add_argument("--negative", default="", help="negative prompt (the unconditional side of CFG)")
+    p.add_argument("--frames", type=int, default=None, help="frame count (default: the model's)")
+    p.add_argument("--height", type=int, default=None, help="frame height (default: the model's resolution)")
+    p.add_argument("--width", type=int, default=None, help="frame width (default: the model's resolution)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampler", choices=("ddim", "euler", "dpmpp_2m"), default="ddim")
+    p.add_argument("--scheduler", choices=("uniform", "karras"), default="uniform")
+    g = p.add_argument_group("conditioning (<J, C, M>, models with 7 input channels)")
+    g.add_argument("--mode", choices=MODES, default=None,
+                   help="default: image_to_video with --image, else text (or SDEdit with --video)")
+    g.add_argument("--image", help="PNG: first frame (image_to_video), still (cinemagraph), or clip to complete")
+    g.add_argument("--mask", help="PNG: inpaint: white = keep, black = generate; cinemagraph: white = animate")
+    g.add_argument("--pad", type=int, nargs=4, metavar=("L", "R", "T", "B"), help="outpaint border in pixels")
+    g.add_argument("--video", help="input video (.mp4/.webp/.gif or a folder of frames): SDEdit source in text "
+                                   "mode, the clip to complete with --mode inpaint/outpaint")
+    g.add_argument("--strength", type=float, default=None, help="SDEdit strength in (0, 1] (default 0.6)")
+    s = p.add_argument_group("spatial super-resolution (temporal MultiDiffusion)")
+    s.add_argument("--ssr", help="SSR checkpoint: upsample the generated clip")
+    s.add_argument("--window", type=int, default=None, help="frames per window (default: the SSR model's)")
+    s.add_argument("--overlap", type=int, default=2, help="frames shared by consecutive windows (>= 2)")
+    s.add_argument("--fuse", choices=("flat", "ramped"), default="flat")
+    s.add_argument("--tile", type=int, default=None, help="optional spatial tile size for large frames")
+    s.add_argument("--ssr-steps", type=int, default=20)
+    s.add_argument("--ssr-cfg", type=float, default=1.0)
+    t = p.add_argument_group("stylization")
+    t.add_argument("--style", help="style T2I checkpoint: interpolate the T2I weights toward it")
+    t.add_argument("--alpha", type=float, default=0.75, help="W = alpha W_style + (1 - alpha) W_orig")
+    p.add_argument("--out", default="out/lumiere.webp",
+                   help=".webp, .gif, .mp4, or a folder name (no suffix) for PNG frames")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=generate_command)
+
+
+def _load(flag: str, path: str):
+    from .checkpoint import load_model
+
+    try:
+        return load_model(path)
+    except ValueError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
+def _read(flag: str, fn, path: str, *args):
+    try:
+        return fn(path, *args)
+    except ValueError as e:
+        raise InputError(f"{flag}: {e}") from None
+
+
+def _conditioning(args, mode: str, t: int, h: int, w: int):
+    """(C, M) for the chosen task, from the recipes in `lumiere.conditioning`; (None, None) for plain text."""
+    from . import conditioning
+    from .media import load_image, load_mask, load_video
+
+    need = {"image_to_video": ("image",), "cinemagraph": ("image", "mask"), "inpaint": ("mask",),
+            "outpaint": ("pad",)}.get(mode, ())
+    for name in need:
+        if getattr(args, name) is None:
+            raise InputError(f"--{name}: required by --mode {mode}")
+    if mode in ("inpaint", "outpaint") and not (args.image or args.video):
+        raise InputError(f"--image/--video: --mode {mode} needs the clip to complete")
+    if mode == "outpaint":  # the source is resized to fill the frame minus the border
+        left, right, top, bottom = args.pad
+        if min(args.pad) < 0 or top + bottom >= h or left + right >= w:
+            raise InputError(f"--pad: expected non-negative sizes that leave part of the {h}x{w} frame, "
+                             f"got {args.pad}")
+        h, w = h - top - bottom, w - left - right
+    if mode == "text":
+        return None, None
+    image = _read("--image", load_image, args.image, h, w) if args.image else None
+    if mode == "image_to_video":
+        return conditioning.image_to_video(image, t)
+    mask = _read("--mask", load_mask, args.mask, h, w) if args.mask else None
+    if mode == "cinemagraph":
+        return conditioning.cinemagraph(image, mask, t)
+    clip = (_read("--video", load_video, args.video, t, h, w) if args.video
+            else image[:, :, None].expand(-1, -1, t, -1, -1))
+    if mode == "inpaint":
+        return conditioning.inpaint(clip, mask)
+    return conditioning.outpaint(clip, tuple(args.pad))
+
+
+def generate_command(args) -> int:
+    from .media import check_output_path, load_video, save_video
+    from .pipeline import generate, upscale
+    from .stylize import stylize, t2i_state_dict
+
+    mode = args.mode or ("image_to_video" if args.image else "text")
+    sdedit = args.video is not None and mode == "text"
+    if args.strength is not None and not sdedit:
+        raise InputError("--strength: SDEdit needs --video (in text mode)")
+    if (args.window is not None or args.tile is not None) and not args.ssr:
+        raise InputError("--window/--tile: only used with --ssr")
+    _read("--out", check_output_path, args.out)
+    # every input is read and checked before the (long) sampling starts
+    bundle = _load("--model", args.model)
+    cfg = bundle.config
+    if cfg.role == "ssr":
+        raise InputError(f"--model: {args.model} is an SSR model; pass it with --ssr and a base model with --model")
+    ssr = _load("--ssr", args.ssr) if args.ssr else None
+    if ssr is not None and ssr.config.role != "ssr":
+        raise InputError(f"--ssr: {args.ssr} is not an SSR model (role {ssr.config.role!r})")
+    if args.style:
+        style = _load("--style", args.style)
+        try:
+            stylize(bundle.model, t2i_state_dict(style.model), args.alpha)
+        except (KeyError, ValueError) as e:
+            raise InputError(f"--style: {args.style}: {e.args[0]}") from None
+    t, h, w = args.frames or cfg.num_frames, args.height or cfg.resolution, args.width or cfg.resolution
+    C, M = _conditioning(args, mode, t, h, w)
+    init = _read("--video", load_video, args.video, t, h, w) if sdedit else None
+    video = generate(bundle, args.prompt, num_frames=t, height=h, width=w, steps=args.steps, cfg=args.cfg,
+                     seed=args.seed, sampler=args.sampler, scheduler=args.scheduler, negative=args.negative,
+                     C=C, M=M, init_video=init, strength=0.6 if args.strength is None else args.strength,
+                     disable=args.quiet)
+    if ssr is not None:
+        video = upscale(ssr, video, args.prompt, window=args.window, overlap=args.overlap, fuse=args.fuse,
+                        tile=args.tile, steps=args.ssr_steps, cfg=args.ssr_cfg, seed=args.seed,
+                        sampler=args.sampler, scheduler=args.scheduler, negative=args.negative, disable=args.quiet)
+    print(_read("--out", save_video, video[0], args.out, cfg.fps))
+    return 0
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def add_inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a Lumiere .safetensors checkpoint")
+    p.set_defaults(func=inspect_command)
+
+
+def inspect_command(args) -> int:
+    """Print the config and parameter counts, read from the header only (no tensor is loaded)."""
+    from .checkpoint import read_header
+
+    try:
+        header, config = read_header(args.file)
+    except ValueError as e:
+        raise InputError(f"FILE: {e}") from None
+    counts = {"t2i": 0, "temporal": 0, "text_encoder": 0}
+    for key, info in header.items():
+        n = 1
+        for d in info["shape"]:
+            n *= d
+        if key.startswith("text_encoder."):
+            counts["text_encoder"] += n
+        elif key.startswith("net.unet.") or (key.startswith("net.") and config.temporal is None):
+            counts["t2i"] += n
+        else:
+            counts["temporal"] += n
+    counts["total"] = sum(counts.values())
+    dtypes = sorted({info["dtype"] for info in header.values()})
+    print(json.dumps({"file": str(args.file), "config": config.to_dict(), "parameters": counts, "dtypes": dtypes},
+                     indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- train / eval (other modules' commands)
+
+
+def _setup_train(p: argparse.ArgumentParser) -> None:
+    from .train import add_train_args, train_command
+
+    add_train_args(p)
+    p.set_defaults(func=train_command)
+
+
+def _setup_eval(p: argparse.ArgumentParser) -> None:
+    from .eval import add_eval_args, eval_command
+
+    add_eval_args(p)
+    p.set_defaults(func=eval_command)
+
+
+def _delegate(p: argparse.ArgumentParser, name: str, setup) -> None:
+    """Import the command's module only when it is the one run (training pulls in data loading)."""
+    try:
+        setup(p)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.{name}":
+            raise
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args: _unavailable(name))
+
+
+def _unavailable(name: str) -> int:
+    raise InputError(f"{name}: lumiere.{name} is not part of this install")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lumiere", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_generate_args(sub.add_parser("generate", help="text (+ image/mask/video) to video"))
+    add_inspect_args(sub.add_parser("inspect", help="print a checkpoint's config and parameter counts"))
+    bench = sub.add_parser("bench", help="STUNet vs a full-frame-rate inflation: time and memory")
+    from .bench import add_bench_args
+
+    add_bench_args(bench)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    for name, helptext, setup in (("train", "train a stage (see configs/)", _setup_train),
+                                  ("eval", "evaluate checkpoints", _setup_eval)):
+        p = sub.add_parser(name, help=helptext)
+        if command == name:
+            _delegate(p, name, setup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.parse_args([args.command, "--help"])
+    try:
+        code = args.func(args)
+    except (InputError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"lumiere {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    return int(code or 0)

@@ -1,0 +1,216 @@
+"""`python -m lumiere`: end to end on tiny checkpoints made in tmp_path.
+
+Output formats, inspect, bench and a few bad inputs run in a real subprocess; the conditioning modes and the
+other error paths call `cli.main` in-process (the same code after argument parsing, without paying for a
+Python start-up each).
+"""
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lumiere import cli
+from lumiere.checkpoint import build_bundle, save_model
+from lumiere.configs import get_preset
+from lumiere.media import load_video, save_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    base = get_preset("tiny")
+    base.text.vocab = ("a", "red", "cat")
+    save_model(d / "base.safetensors", build_bundle(base))
+    ssr = dataclasses.replace(get_preset("tiny"), role="ssr", conditioning="lowres", scale=2, num_frames=4)
+    ssr.unet.in_channels = 6
+    save_model(d / "ssr.safetensors", build_bundle(ssr))
+    style = dataclasses.replace(get_preset("tiny"), role="style", temporal=None)
+    save_model(d / "style.safetensors", build_bundle(style))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(d / "image.png")
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, 8:] = 255
+    Image.fromarray(mask).save(d / "mask.png")
+    save_video(torch.rand(3, 8, 16, 16) * 2 - 1, d / "input.gif", fps=8)
+    (d / "notes.txt").write_text("not a model")
+    return d
+
+
+def run(*args, check_rc=0):
+    proc = subprocess.run([sys.executable, "-m", "lumiere", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+def main(*args):
+    return cli.main([str(a) for a in args])
+
+
+def gen(files, *extra):
+    return ("generate", "--model", files / "base.safetensors", "--prompt", "a red cat", "--steps", 2, "--quiet",
+            *extra)
+
+
+# ---------------------------------------------------------------- subprocess
+
+
+@pytest.mark.parametrize("name", ["clip.webp", "clip.gif", "clip.mp4", "frames"])
+def test_generate_writes_each_format(files, tmp_path, name):
+    out = tmp_path / name
+    proc = run(*gen(files, "--out", out, "--frames", 4))
+    assert proc.stdout.strip() == str(out)
+    video = load_video(out, 4, 16, 16)
+    assert video.shape == (1, 3, 4, 16, 16)
+    assert len(load_video(out, 1, 16, 16)[0, 0]) == 1
+    with pytest.raises(ValueError, match="has 4 frames, 5 are needed"):
+        load_video(out, 5, 16, 16)
+    if name == "frames":
+        assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:04d}.png" for i in range(4)]
+
+
+def test_inspect(files):
+    proc = run("inspect", files / "base.safetensors")
+    info = json.loads(proc.stdout)
+    assert info["config"]["preset"] == "tiny" and info["config"]["text"]["vocab"] == ["a", "red", "cat"]
+    n = info["parameters"]
+    bundle = build_bundle(get_preset("tiny"))
+    assert n["temporal"] == sum(p.numel() for p in bundle.model.temporal_parameters())
+    assert n["t2i"] == sum(p.numel() for p in bundle.model.unet.parameters())
+    assert n["total"] == n["t2i"] + n["temporal"] + n["text_encoder"]
+    style = json.loads(run("inspect", files / "style.safetensors").stdout)
+    assert style["parameters"]["temporal"] == 0 and style["config"]["temporal"] is None
+
+
+@pytest.mark.parametrize("args,message", [
+    (("generate", "--model", "{d}/absent.safetensors", "--steps", 1), "--model: {d}/absent.safetensors: no such"),
+    (("generate", "--model", "{d}/base.safetensors", "--frames", 5, "--steps", 1), "num_frames: expected a "
+                                                                                   "positive multiple of 2"),
+    (("inspect", "{d}/notes.txt"), "{d}/notes.txt: not a safetensors file"),
+])
+def test_bad_inputs_exit_nonzero_naming_the_input(files, args, message):
+    proc = run(*[str(a).format(d=files) for a in args], check_rc=2)
+    assert message.format(d=files) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bench_smoke():
+    proc = run("bench", "--json", "--preset", "tiny", "--frames", 2, 4, "--repeats", 1)
+    report = json.loads(proc.stdout)
+    assert {"preset", "resolution", "stunet", "baseline", "results", "ratio_definition"} <= report.keys()
+    assert [r["frames"] for r in report["results"]] == [2, 4]
+    for r in report["results"]:
+        for side in ("stunet", "baseline"):
+            assert r[side]["time_s"] > 0 and r[side]["peak_mib"] > 0 and r[side]["train_peak_mib"] > 0
+        assert set(r["ratio"]) == {"time", "memory", "train_memory"}
+        assert all(isinstance(v, float) and v > 0 for v in r["ratio"].values())
+
+
+# ---------------------------------------------------------------- in-process
+
+
+def test_seeded_generation_is_reproducible(files, tmp_path):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert main(*gen(files, "--out", tmp_path / name, "--frames", 4, "--seed", seed, "--sampler", "dpmpp_2m",
+                         "--scheduler", "karras", "--negative", "blurry")) == 0
+    a, b, c = (load_video(tmp_path / n, 4, 16, 16) for n in "abc")
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("extra", [
+    ("--image", "{d}/image.png"),  # image_to_video is the default with --image
+    ("--mode", "inpaint", "--video", "{d}/input.gif", "--mask", "{d}/mask.png"),
+    ("--mode", "inpaint", "--image", "{d}/image.png", "--mask", "{d}/mask.png"),
+    ("--mode", "outpaint", "--image", "{d}/image.png", "--pad", 2, 2, 4, 0),
+    ("--mode", "cinemagraph", "--image", "{d}/image.png", "--mask", "{d}/mask.png"),
+])
+def test_conditioning_modes(files, tmp_path, extra):
+    plain, out = tmp_path / "plain", tmp_path / "cond"
+    assert main(*gen(files, "--out", plain, "--frames", 4)) == 0
+    assert main(*gen(files, "--out", out, "--frames", 4, *[str(a).format(d=files) for a in extra])) == 0
+    video = load_video(out, 4, 16, 16)
+    assert not torch.equal(video, load_video(plain, 4, 16, 16))  # C and M reached the model
+
+
+def test_sdedit_stays_close_to_the_input(files, tmp_path):
+    source = load_video(files / "input.gif", 8, 16, 16)
+    assert main(*gen(files, "--video", files / "input.gif", "--strength", 0.04, "--steps", 25, "--cfg", 1,
+                     "--out", tmp_path / "edit")) == 0
+    edited = load_video(tmp_path / "edit", 8, 16, 16)
+    assert (edited - source).abs().mean() < 0.05
+
+
+def test_ssr_and_style(files, tmp_path):
+    out = tmp_path / "big"
+    assert main(*gen(files, "--frames", 8, "--ssr", files / "ssr.safetensors", "--window", 4, "--overlap", 2,
+                     "--fuse", "ramped", "--ssr-steps", 2, "--style", files / "style.safetensors", "--alpha", 0.5,
+                     "--out", out)) == 0
+    assert load_video(out, 8, 32, 32).shape == (1, 3, 8, 32, 32)
+    assert Image.open(out / "frame_0000.png").size == (32, 32)  # the SSR doubled the size
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--mode", "inpaint", "--image", "{d}/image.png"), "--mask: required by --mode inpaint"),
+    (("--mode", "image_to_video",), "--image: required by --mode image_to_video"),
+    (("--mode", "outpaint", "--pad", 2, 2, 2, 2), "--image/--video: --mode outpaint needs the clip"),
+    (("--mode", "outpaint", "--image", "{d}/image.png", "--pad", 8, 8, 0, 0), "--pad: expected non-negative"),
+    (("--image", "{d}/absent.png",), "--image: {d}/absent.png: no such file"),
+    (("--image", "{d}/notes.txt",), "--image: {d}/notes.txt: not a readable image"),
+    (("--video", "{d}/absent.mp4",), "--video: {d}/absent.mp4: no such file"),
+    (("--video", "{d}/input.gif", "--frames", 16), "--video: {d}/input.gif: has 8 frames, 16 are needed"),
+    (("--strength", 0.5), "--strength: SDEdit needs --video"),
+    (("--video", "{d}/input.gif", "--strength", 1.5), "strength: expected a value in (0, 1]"),
+    (("--window", 4), "--window/--tile: only used with --ssr"),
+    (("--ssr", "{d}/base.safetensors",), "--ssr: {d}/base.safetensors is not an SSR model"),
+    (("--style", "{d}/ssr.safetensors",),
+     "--style: {d}/ssr.safetensors: style weights: key 'conv_in.weight' has shape (16, 6, 3, 3)"),
+    (("--style", "{d}/style.safetensors", "--alpha", 2), "alpha: expected a value in [0, 1]"),
+    (("--out", "{d}/clip.avi",), "--out: {d}/clip.avi: unsupported output format '.avi'"),
+])
+def test_generate_errors_name_the_input(files, capsys, extra, message):
+    assert main(*gen(files, "--frames", 8, "--out", files / "never", *[str(a).format(d=files) for a in extra])) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lumiere generate: error: ") and message.format(d=files) in err
+    assert not (files / "never").exists()
+
+
+def test_ssr_model_as_base_is_refused(files, capsys):
+    assert main("generate", "--model", files / "ssr.safetensors", "--quiet") == 2
+    assert "is an SSR model; pass it with --ssr" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lumiere.train") is None, reason="lumiere.train not written yet")
+def test_train_is_wired(capsys):
+    with pytest.raises(SystemExit) as e:
+        main("train", "--help")
+    assert e.value.code == 0 and "--config" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lumiere.eval") is None, reason="lumiere.eval not written yet")
+def test_eval_is_wired(capsys):
+    with pytest.raises(SystemExit) as e:
+        main("eval", "--help")
+    assert e.value.code == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lumiere.eval") is not None, reason="lumiere.eval exists")
+def test_missing_eval_module_is_a_clear_error(capsys):
+    assert main("eval", "anything") == 2
+    assert "lumiere.eval is not part of this install" in capsys.readouterr().err
+
+
+def test_help_lists_commands_without_importing_them():
+    proc = run("--help")
+    for name in ("generate", "inspect", "bench", "train", "eval"):
+        assert name in proc.stdout

@@ -1,0 +1,113 @@
+"""<J, C, M> task recipes: values of C and M (1 = known), and shape errors that name the input."""
+import pytest
+import torch
+
+from lumiere import conditioning as cond
+
+
+def video(b=1, t=4, h=8, w=8, seed=0):
+    return torch.rand(b, 3, t, h, w, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def assert_binary(M):
+    assert M.dtype == torch.float32 and set(M.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_text_to_video_is_all_unknown():
+    C, M = cond.text_to_video(2, 4, 8, 8)
+    assert C.shape == (2, 3, 4, 8, 8) and M.shape == (2, 1, 4, 8, 8)
+    assert torch.count_nonzero(C) == 0 and torch.count_nonzero(M) == 0
+
+
+def test_image_to_video_first_frame_known():
+    image = video()[:, :, 0]
+    C, M = cond.image_to_video(image, 5)
+    assert C.shape == (1, 3, 5, 8, 8) and M.shape == (1, 1, 5, 8, 8)
+    assert torch.equal(C[:, :, 0], image) and torch.count_nonzero(C[:, :, 1:]) == 0
+    assert (M[:, :, 0] == 1).all() and torch.count_nonzero(M[:, :, 1:]) == 0
+    assert_binary(M)
+
+
+def test_inpaint_keeps_known_region():
+    v = video()
+    known = torch.ones(8, 8)
+    known[2:5, 3:6] = 0  # the hole to generate
+    C, M = cond.inpaint(v, known)
+    assert M.shape == (1, 1, 4, 8, 8)
+    assert torch.equal(M[0, 0, 2], known)
+    assert torch.equal(C, v * known)
+    assert torch.count_nonzero(C[:, :, :, 2:5, 3:6]) == 0
+    # per-frame masks, and soft masks thresholded at 0.5
+    per_frame = torch.rand(4, 8, 8)
+    C, M = cond.inpaint(v, per_frame)
+    assert torch.equal(M[0, 0], (per_frame > 0.5).float())
+    assert_binary(M)
+
+
+def test_outpaint_pads_with_unknown_border():
+    v = video()
+    C, M = cond.outpaint(v, (1, 2, 3, 0))  # left, right, top, bottom
+    assert C.shape == (1, 3, 4, 11, 11) and M.shape == (1, 1, 4, 11, 11)
+    assert torch.equal(C[:, :, :, 3:, 1:9], v)
+    assert (M[:, :, :, 3:, 1:9] == 1).all()
+    assert M.sum() == 4 * 8 * 8  # only the original area is known
+    assert torch.count_nonzero(C * (1 - M)) == 0
+    with pytest.raises(ValueError, match="pad"):
+        cond.outpaint(v, (1, 2, 3))
+    with pytest.raises(ValueError, match="pad"):
+        cond.outpaint(v, (1, -1, 0, 0))
+
+
+def test_cinemagraph_masks():
+    image = video()[:, :, 0]
+    animate = torch.zeros(8, 8)
+    animate[4:, :] = 1  # the bottom half moves
+    C, M = cond.cinemagraph(image, animate, 6)
+    assert C.shape == (1, 3, 6, 8, 8) and M.shape == (1, 1, 6, 8, 8)
+    assert (M[:, :, 0] == 1).all()  # frame 0 fully known
+    assert torch.equal(M[0, 0, 1:], (1 - animate).expand(5, 8, 8))  # elsewhere known outside the region
+    assert torch.equal(C[:, :, 0], image)
+    assert torch.equal(C[:, :, 1:, :4], image[:, :, None, :4].expand(1, 3, 5, 4, 8))  # the image, repeated
+    assert torch.count_nonzero(C[:, :, 1:, 4:]) == 0
+    assert_binary(M)
+
+
+def test_direct_zeroes_unknown():
+    v = video()
+    m = (torch.rand(1, 1, 4, 8, 8) > 0.5).float()
+    C, M = cond.direct(v, m)
+    assert torch.equal(M, m) and torch.equal(C, v * m)
+
+
+def test_jcm_concatenates_seven_channels():
+    v = video()
+    C, M = cond.image_to_video(v[:, :, 0], 4)
+    x = cond.jcm(torch.randn_like(v), C, M)
+    assert x.shape == (1, 7, 4, 8, 8)
+    assert torch.equal(x[:, 3:6], C) and torch.equal(x[:, 6:], M)
+    with pytest.raises(ValueError, match="conditioning"):
+        cond.jcm(torch.randn(1, 3, 5, 8, 8), C, M)
+
+
+def test_batched_masks_expand():
+    v = video(b=2)
+    C, M = cond.inpaint(v, torch.ones(1, 1, 1, 8, 8))
+    assert M.shape == (2, 1, 4, 8, 8) and torch.equal(C, v)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: cond.image_to_video(torch.rand(3, 8, 8), 4), "image"),
+    (lambda: cond.image_to_video(torch.rand(1, 4, 8, 8), 4), "image"),
+    (lambda: cond.image_to_video(torch.rand(1, 3, 8, 8), 0), "num_frames"),
+    (lambda: cond.inpaint(torch.rand(1, 3, 8, 8), torch.ones(8, 8)), "video"),
+    (lambda: cond.inpaint(torch.rand(1, 3, 4, 8, 8), torch.ones(8, 9)), "mask"),
+    (lambda: cond.inpaint(torch.rand(1, 3, 4, 8, 8), torch.ones(3, 8, 8)), "mask"),
+    (lambda: cond.outpaint(torch.rand(1, 1, 4, 8, 8), (0, 0, 0, 0)), "video"),
+    (lambda: cond.cinemagraph(torch.rand(1, 3, 8, 8), torch.ones(4, 4), 4), "mask"),
+    (lambda: cond.cinemagraph(torch.rand(1, 8, 8), torch.ones(8, 8), 4), "image"),
+    (lambda: cond.cinemagraph(torch.rand(1, 3, 8, 8), torch.ones(8, 8), 0), "num_frames"),
+    (lambda: cond.direct(torch.rand(1, 3, 4, 8), torch.ones(8, 8)), "conditioning video"),
+])
+def test_shape_errors_name_the_input(call, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected"):
+        call()

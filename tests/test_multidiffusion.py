@@ -1,0 +1,160 @@
+"""Temporal MultiDiffusion: window cover, fusion (flat / ramped), single-window identity, bounded memory, tiles."""
+import dataclasses
+
+import pytest
+import torch
+
+from lumiere.checkpoint import build_bundle
+from lumiere.configs import get_preset
+from lumiere.diffusion.denoiser import Denoiser
+from lumiere.diffusion.samplers import get_sigmas, sample
+from lumiere.multidiffusion import MultiDiffusionDenoiser, window_starts, window_weights
+from lumiere.pipeline import upscale
+
+
+def test_windows_cover_every_frame():
+    for length in range(1, 60):
+        for window in range(1, 40):
+            for overlap in range(2, min(window, 9)):
+                starts = window_starts(length, window, overlap)
+                if window >= length:
+                    assert starts == [0]
+                    continue
+                assert starts[0] == 0 and starts[-1] == length - window  # last window aligned to the end
+                assert all(0 <= s <= length - window for s in starts)
+                covered = set().union(*(range(s, s + window) for s in starts))
+                assert covered == set(range(length))
+                gaps = [b - a for a, b in zip(starts, starts[1:])]
+                assert all(0 < g <= window - overlap for g in gaps)  # consecutive windows share >= overlap frames
+                assert all(g == window - overlap for g in gaps[:-1])  # evenly strided except the last
+
+
+def test_window_errors():
+    with pytest.raises(ValueError, match="overlap: expected 2 <= overlap"):
+        window_starts(20, 8, 1)
+    with pytest.raises(ValueError, match="overlap"):
+        window_starts(20, 8, 8)
+    with pytest.raises(ValueError, match="window"):
+        window_starts(20, 0, 2)
+    with pytest.raises(ValueError, match="length"):
+        window_starts(0, 8, 2)
+    with pytest.raises(ValueError, match="fuse"):
+        MultiDiffusionDenoiser(lambda x, s, cond=None: x, 8, fuse="max")
+    with pytest.raises(ValueError, match="fuse"):
+        window_weights(8, 2, "max", True, True)
+
+
+def test_ramped_weights():
+    w = window_weights(8, 3, "ramped", first=False, last=False)
+    torch.testing.assert_close(w, torch.tensor([.25, .5, .75, 1, 1, .75, .5, .25]))
+    assert torch.equal(window_weights(8, 3, "ramped", first=True, last=False)[:3], torch.ones(3))
+    assert torch.equal(window_weights(8, 3, "ramped", first=False, last=True)[-3:], torch.ones(3))
+    assert torch.equal(window_weights(8, 3, "flat", first=False, last=False), torch.ones(8))
+
+
+class WindowProbe:
+    """A denoiser whose prediction depends on the position inside the window it is given (x + position), and
+    that records the largest window it sees."""
+
+    def __init__(self):
+        self.max_frames, self.calls, self.max_hw = 0, 0, (0, 0)
+
+    def __call__(self, x, s, cond=None):
+        self.calls += 1
+        self.max_frames = max(self.max_frames, x.shape[2])
+        self.max_hw = tuple(max(a, b) for a, b in zip(self.max_hw, x.shape[-2:]))
+        if cond is not None:
+            assert cond.shape[2:] == x.shape[2:]  # cond is sliced with x
+        return x + torch.arange(x.shape[2], dtype=x.dtype)[:, None, None]
+
+
+@pytest.mark.parametrize("fuse", ["flat", "ramped"])
+@pytest.mark.parametrize("length,window,overlap", [(20, 8, 2), (17, 6, 3), (80, 16, 2)])
+def test_fusion_is_the_weighted_per_frame_average(fuse, length, window, overlap):
+    x = torch.randn(1, 2, length, 3, 3)
+    out = MultiDiffusionDenoiser(WindowProbe(), window, overlap, fuse)(x, torch.tensor(1.0))
+    starts = window_starts(length, window, overlap)
+    num, den = torch.zeros(length), torch.zeros(length)
+    for i, s in enumerate(starts):
+        w = window_weights(window, overlap, fuse, i == 0, i == len(starts) - 1)
+        num[s:s + window] += w * torch.arange(window)
+        den[s:s + window] += w
+    expected = x + (num / den)[:, None, None]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    if fuse == "flat":  # the paper's least-squares solution: the plain mean over covering windows
+        f = starts[1]  # a frame in the first overlap
+        covering = [s for s in starts if s <= f < s + window]
+        assert len(covering) >= 2
+        torch.testing.assert_close(out[0, 0, f], x[0, 0, f] + sum(f - s for s in covering) / len(covering))
+
+
+def test_memory_bounded_by_one_window():
+    probe = WindowProbe()
+    cond = torch.randn(1, 3, 80, 4, 4)
+    md = MultiDiffusionDenoiser(probe, 16, 2, cond=cond)
+    sample(md, (1, 3, 80, 4, 4), get_sigmas("uniform", 3, 0.002, 160.0), "euler")
+    assert probe.max_frames == 16
+    assert probe.calls == 3 * len(window_starts(80, 16, 2))
+
+
+@pytest.mark.parametrize("fuse", ["flat", "ramped"])
+def test_framewise_denoiser_is_unchanged_by_windows_and_tiles(fuse):
+    """A denoiser without temporal or spatial interaction gives the same result however the clip is cut."""
+    framewise = lambda x, s, cond=None: torch.tanh(x) * 0.5 + (0 if cond is None else cond)  # noqa: E731
+    x, cond = torch.randn(2, 3, 23, 20, 20), torch.randn(2, 3, 23, 20, 20)
+    plain = framewise(x, 1.0, cond)
+    windowed = MultiDiffusionDenoiser(framewise, 7, 3, fuse, tile=8, tile_overlap=2, cond=cond)(x, 1.0)
+    torch.testing.assert_close(windowed, plain, atol=1e-6, rtol=0)
+
+
+def test_spatial_tiles_bound_the_frame_size():
+    probe = WindowProbe()
+    md = MultiDiffusionDenoiser(probe, 4, 2, tile=8, tile_overlap=2)
+    tiles = list(md.windows((1, 3, 10, 20, 20)))
+    covered = torch.zeros(10, 20, 20)
+    for t0, t1, y0, y1, x0, x1, w in tiles:
+        covered[t0:t1, y0:y1, x0:x1] += 1
+        assert w.shape == (t1 - t0, y1 - y0, x1 - x0)
+    assert (covered >= 1).all()
+    md(torch.randn(1, 3, 10, 20, 20), 1.0)
+    assert probe.max_frames == 4 and probe.max_hw == (8, 8)
+
+
+def _tiny_denoiser():
+    torch.manual_seed(0)
+    bundle = build_bundle(get_preset("tiny"))
+    te = bundle.text_encoder
+    cond = torch.randn(1, 4, 8, 16, 16)
+    return Denoiser(bundle.model, te.encode("a cat"), te.encode(""), cond, cfg_scale=2.0)
+
+
+@pytest.mark.parametrize("window", [8, 12])
+def test_single_window_equals_plain_denoiser_bitwise(window):
+    d = _tiny_denoiser()
+    x = 5 * torch.randn(1, 3, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(MultiDiffusionDenoiser(d, window, 2)(x, torch.tensor(5.0)), d(x, torch.tensor(5.0)))
+    sig = get_sigmas("karras", 3, 0.002, 160.0)
+    assert torch.equal(sample(MultiDiffusionDenoiser(d, window, 2), x.shape, sig, "dpmpp_2m", seed=1),
+                       sample(d, x.shape, sig, "dpmpp_2m", seed=1))
+
+
+def test_windows_on_a_real_model():
+    d = _tiny_denoiser()
+    x = 5 * torch.randn(1, 3, 8, 16, 16)
+    with torch.no_grad():
+        out = MultiDiffusionDenoiser(d, 4, 2, "ramped")(x, torch.tensor(5.0))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_upscale_pipeline_windows():
+    cfg = get_preset("tiny")
+    cfg = dataclasses.replace(cfg, role="ssr", conditioning="lowres", scale=2,
+                              unet=dataclasses.replace(cfg.unet, in_channels=6))
+    torch.manual_seed(0)
+    bundle = build_bundle(cfg)
+    low = torch.rand(1, 3, 10, 8, 8) * 2 - 1
+    out = upscale(bundle, low, "a cat", window=4, overlap=2, steps=2)
+    assert out.shape == (1, 3, 10, 16, 16)
+    with pytest.raises(ValueError, match="num_frames"):
+        upscale(bundle, low, "a cat", window=5, overlap=2, steps=2)
