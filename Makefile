@@ -17,11 +17,19 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP)
 
+COMFY_PY := .comfy/venv/bin/python
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/comfy --ignore=tests/browser
+	scripts/setup_comfy.sh --browser
+	$(COMFY_PY) -m pytest -q tests/comfy tests/browser
+
+demo:
+	scripts/setup_comfy.sh
+	$(COMFY_PY) scripts/demo.py
 
 bench: $(STAMP)
 	$(PY) -m lumiere bench --json
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .comfy node_modules

@@ -49,9 +49,10 @@ say "ComfyUI $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$COMFY/comfyui_version.p
 PIP=("$VENV/bin/python" -m pip)
 PIN="$DEST/torch-pin.txt"; printf 'torch==2.13.0\ntorchvision==0.28.0\n' > "$PIN"
 REQ="$DEST/requirements-harness.txt"
-# ComfyUI's requirements minus torch*, plus requests (imported, not listed) and this pack's own.
+# ComfyUI's requirements minus torch*, plus requests (imported, not listed), pytest (the server/node tests
+# run in this venv) and this pack's own.
 { grep -v -E '^\s*(#|$)' "$COMFY/requirements.txt" | grep -v -E '^(torch|torchvision|torchaudio)\s*$'
-  echo requests
+  echo requests; echo pytest
   [[ -f "$ROOT/requirements.txt" ]] && grep -v -E '^\s*(#|$)' "$ROOT/requirements.txt" | grep -v -E '^torch' || true
 } > "$REQ"
 STAMP="$DEST/.pip-$(cat "$PIN" "$REQ" "$ROOT/scripts/_tv_cpu_shim.py" | sha1sum | cut -c1-12)"
@@ -74,7 +75,11 @@ fi
 
 # ---- 3. base directory with this pack ------------------------------------------
 mkdir -p "$BASE"/{custom_nodes,input,output,temp,user,models}
-ln -sfn "$ROOT" "$BASE/custom_nodes/ComfyUI-Lumiere"
+# named as a registry install names it (not the repo folder's name); no second link to this repo
+for l in "$BASE"/custom_nodes/*; do
+  [[ -L "$l" && "$(readlink -f "$l")" == "$ROOT" && "$(basename "$l")" != comfyui-lumiere ]] && rm -f "$l"
+done
+ln -sfn "$ROOT" "$BASE/custom_nodes/comfyui-lumiere"
 
 # ---- 4. browser (optional) -------------------------------------------------------
 if [[ "$BROWSER" == 1 ]]; then
@@ -84,7 +89,7 @@ if [[ "$BROWSER" == 1 ]]; then
   fi
   if [[ ! -d "$ROOT/node_modules/playwright-core" ]]; then
     say "npm install playwright-core"
-    (cd "$ROOT" && npm install -s --no-audit --no-fund --no-save playwright-core)
+    (cd "$ROOT" && npm install -s --no-audit --no-fund)
   fi
 fi
 say "ready: $VENV/bin/python $COMFY/main.py --cpu --base-directory $BASE"

@@ -1,0 +1,44 @@
+"""The ComfyUI surface of Lumiere: one module per node family, all V3 (comfy_api.latest)."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import folder_paths
+from comfy_api.latest import ComfyExtension, io
+
+from . import conditioning, latent, loader, sampler, ssr, stylize
+
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows", "inputs")
+
+NODE_CLASSES: list[type[io.ComfyNode]] = [
+    *loader.NODES, *sampler.NODES, *conditioning.NODES, *ssr.NODES, *stylize.NODES, *latent.NODES,
+]
+
+
+def install_example_inputs() -> None:
+    """Copy the bundled workflows' example image/video/mask into ComfyUI's temp folder (the workflows load them as
+    "name [temp]"), so every bundled workflow runs as soon as the pack is installed. The user's input folder is
+    never written to; temp is emptied by ComfyUI at each start, before packs load."""
+    if not os.path.isdir(EXAMPLE_INPUTS):
+        return
+    dest = folder_paths.get_temp_directory()
+    try:
+        for name in sorted(os.listdir(EXAMPLE_INPUTS)):
+            if name.startswith("lumiere_example_") and not os.path.exists(os.path.join(dest, name)):
+                os.makedirs(dest, exist_ok=True)
+                shutil.copyfile(os.path.join(EXAMPLE_INPUTS, name), os.path.join(dest, name))
+    except OSError as e:  # an unwritable temp folder must not break the pack
+        logging.warning("Lumiere: could not copy the example inputs to %s: %s", dest, e)
+
+
+class LumiereExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODE_CLASSES
+
+
+async def comfy_entrypoint() -> LumiereExtension:
+    loader.register_model_folder()
+    install_example_inputs()
+    return LumiereExtension()

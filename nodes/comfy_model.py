@@ -1,0 +1,243 @@
+"""ComfyUI glue for Lumiere checkpoints: the MODEL and CLIP objects core nodes expect.
+
+A Lumiere network predicts v with the continuous cosine schedule, which is exactly ComfyUI's
+ModelSamplingContinuousV (t = atan(sigma) * 2 / pi), so core KSampler / SamplerCustomAdvanced drive it unchanged.
+Pixel space: the LATENT is the video itself, [B, 3, T, H, W] in -1..1 (identity LatentFormat).
+Lumiere's extra input channels (<C, M> or the up-sampled low-res video) travel in CONDITIONING under
+COND_KEY and reach the net through `concat_cond`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_base
+import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.sd
+import comfy.supported_models_base
+import comfy.utils
+from comfy.sd1_clip import ClipTokenWeightEncoder, escape_important, token_weights, unescape_important
+
+from ..lumiere.checkpoint import build_model, load_state, load_state_into
+from ..lumiere.configs import ModelConfig
+from ..lumiere.models.stunet import STUNet
+from ..lumiere.models.text import END, PAD, UNK, TextEncoder, WordTokenizer, split_words
+from ..lumiere.pipeline import video_net
+
+COND_KEY = "lumiere_cond"  # CONDITIONING key: the extra channels (b, k, t, h, w) concatenated after x
+
+
+def clip_mosaic(x: torch.Tensor) -> torch.Tensor:
+    """All frames of the first video in one grid, so previews show the whole clip.  # (b, c, t, h, w) -> (1, c, H, W)"""
+    v = x[0]
+    c, t, h, w = v.shape
+    cols = math.ceil(math.sqrt(t))
+    rows = math.ceil(t / cols)
+    v = torch.cat([v, v.new_zeros(c, rows * cols - t, h, w)], dim=1) if rows * cols > t else v
+    return v.reshape(c, rows, cols, h, w).permute(0, 1, 3, 2, 4).reshape(1, c, rows * h, cols * w)
+
+
+class LumiereVideoFormat(comfy.latent_formats.LatentFormat):
+    """Pixel-space video: 3 channels, 3 dims, identity scaling; core latent previews show the whole clip."""
+
+    latent_channels = 3
+    latent_dimensions = 3
+    scale_factor = 1.0
+
+    def __init__(self):
+        self.latent_rgb_factors = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+        self.latent_rgb_factors_bias = None
+        self.latent_rgb_factors_reshape = clip_mosaic
+
+    def process_in(self, latent):
+        return latent
+
+    def process_out(self, latent):
+        return latent
+
+
+class LumiereNet(torch.nn.Module):
+    """The library network as ComfyUI's `diffusion_model`: forward(x, t in (0, 1), context) -> v."""
+
+    def __init__(self, lumiere_config: dict, dtype=None, device=None, operations=None, **kwargs):
+        super().__init__()
+        self.config = ModelConfig.from_dict(lumiere_config)
+        self.net = build_model(self.config).to(device=device, dtype=dtype)  # STUNet or UNet2D
+        self.dtype = dtype or torch.float32
+
+    def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
+        if context is None:  # e.g. a core sampler given conditioning without text
+            context = x.new_zeros(x.shape[0], 1, self.config.unet.context_dim)
+        return video_net(self.net)(x, timesteps, context.to(x.dtype))
+
+
+class LumiereComfyConfig(comfy.supported_models_base.BASE):
+    unet_config = {}
+    unet_extra_config = {}  # BASE's default injects SD kwargs
+    latent_format = LumiereVideoFormat
+    memory_usage_factor = 0.05  # pixel space, small nets (ChromaRadiance uses 0.038); calibrate on GPU
+    # no fp16: pixel-space v-prediction overflows it; the layers are plain torch (no manual cast)
+    supported_inference_dtypes = [torch.bfloat16, torch.float32]
+
+    def __init__(self, lumiere: ModelConfig):
+        super().__init__({"lumiere_config": lumiere.to_dict()})
+        self.lumiere = lumiere
+        self.sampling_settings = {"sigma_min": lumiere.sigma_min, "sigma_max": lumiere.sigma_max, "sigma_data": 1.0}
+
+    def get_model(self, state_dict=None, prefix="", device=None):
+        return LumiereModel(self, device=device)  # never BASE.get_model: it builds an SD UNet
+
+
+class LumiereModel(comfy.model_base.BaseModel):
+    def __init__(self, model_config: LumiereComfyConfig, device=None):
+        super().__init__(model_config, comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS, device=device,
+                         unet_model=LumiereNet)
+
+    @property
+    def lumiere_config(self) -> ModelConfig:
+        return self.model_config.lumiere
+
+    def concat_cond(self, **kwargs):
+        """The extra input channels: <C, M> (4) for base models, the up-sampled video (3) for SSR; zeros if unset."""
+        k = self.lumiere_config.cond_channels
+        if k == 0:
+            return None
+        noise, device = kwargs["noise"], kwargs["device"]
+        cond = kwargs.get(COND_KEY)
+        if cond is None:
+            return torch.zeros(noise.shape[0], k, *noise.shape[2:], device=device, dtype=noise.dtype)
+        if cond.shape[1] != k or cond.shape[2:] != noise.shape[2:]:
+            t, h, w = noise.shape[2:]
+            raise ValueError(f"positive/negative: the conditioning was built for {cond.shape[2]} frames of "
+                             f"{cond.shape[4]}x{cond.shape[3]} with {cond.shape[1]} channels, but the latent has "
+                             f"{t} frames of {w}x{h} and this model ({self.lumiere_config.role}) takes {k} channels; "
+                             f"use the latent that came with the conditioning")
+        return comfy.utils.resize_to_batch_size(cond, noise.shape[0]).to(device, noise.dtype)
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kw):
+        # core context windows slice x but not c_concat (0.3.75): slice it to the current window here
+        window = transformer_options.get("context_window")
+        if window is not None and c_concat is not None and c_concat.shape[2] != x.shape[2]:
+            c_concat = window.get_tensor(c_concat, dim=2)
+        return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
+
+
+def lumiere_net(model) -> torch.nn.Module:
+    """The library network (STUNet or UNet2D) inside a MODEL, or a ValueError naming the input."""
+    base = getattr(model, "model", None)
+    if not isinstance(base, LumiereModel):
+        raise ValueError(f"model: expected a MODEL from the Lumiere loader, got {type(base).__name__}")
+    return base.diffusion_model.net
+
+
+def lumiere_config(model) -> ModelConfig:
+    lumiere_net(model)
+    return model.model.lumiere_config
+
+
+def check_video_shape(model, shape, name: str) -> None:
+    """Frames and size the network can take, with errors that name the input."""
+    net = lumiere_net(model)
+    if len(shape) != 5 or shape[1] != 3:
+        raise ValueError(f"{name}: expected a Lumiere video latent [B, 3, T, H, W], got {list(shape)}; "
+                         f"make it with Lumiere Empty Video, Lumiere Conditioning or Lumiere Frames to Latent")
+    unet = net.unet if isinstance(net, STUNet) else net
+    multiple = 2 ** (unet.cfg.num_levels - 1)
+    _, _, t, h, w = shape
+    if isinstance(net, STUNet) and (t < 1 or t % net.frame_multiple):
+        raise ValueError(f"{name}: {t} frames, but this model needs a multiple of {net.frame_multiple}")
+    if h % multiple or w % multiple:
+        raise ValueError(f"{name}: {w}x{h} pixels, but this model needs width and height multiples of {multiple}")
+
+
+def load_model_patcher(path: str) -> tuple[comfy.model_patcher.ModelPatcher, ModelConfig, dict]:
+    """Checkpoint -> ModelPatcher (the steps of comfy.sd.load_diffusion_model_state_dict) + config + raw state."""
+    state, config = load_state(path)  # CheckpointError names the file
+    net_state = {k: v for k, v in state.items() if k.startswith("net.")}
+    cfg = LumiereComfyConfig(config)
+    load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
+    dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(net_state),
+                          supported_dtypes=cfg.supported_inference_dtypes)
+    cfg.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, cfg.supported_inference_dtypes))
+    model = cfg.get_model(device=offload_device)
+    load_state_into(path, model.diffusion_model.net, net_state, "net.")  # strict, errors name file and key
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    return patcher, config, state
+
+
+# ---- CLIP: the built-in word-level text encoder behind core CLIPTextEncode -------------------------------------
+
+CLIP_KEY = "lumiere"
+
+
+class LumiereTokenizer:
+    """Word tokenizer with ComfyUI prompt weights "(word:1.2)"; output length is the encoder's fixed max_tokens."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        cfg = tokenizer_data["lumiere_text"]
+        self.words = WordTokenizer(cfg.vocab, cfg.max_tokens)
+
+    def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
+        n = self.words.max_tokens
+        segments = [(text, 1.0)] if kwargs.get("disable_weights") else token_weights(escape_important(text), 1.0)
+        pairs = [(self.words.index.get(w, UNK), weight)
+                 for seg, weight in segments for w in split_words(unescape_important(seg))]
+        pairs = pairs[: n - 1] + [(END, 1.0)]  # as WordTokenizer: truncate, [end], pad
+        pairs += [(PAD, 1.0)] * (n - len(pairs))
+        if return_word_ids:
+            pairs = [(tok, weight, i + 1 if tok not in (END, PAD) else 0) for i, (tok, weight) in enumerate(pairs)]
+        return {CLIP_KEY: [pairs]}
+
+    def untokenize(self, token_weight_pair):
+        return [(p, self.words.vocab[p[0]]) for p in token_weight_pair]
+
+    def state_dict(self):
+        return {}
+
+
+class LumiereTextModel(torch.nn.Module, ClipTokenWeightEncoder):
+    """The library TextEncoder as a CLIP `cond_stage_model`; weights are applied as core does (toward the empty
+    prompt), and the empty prompt encodes exactly as the library's unconditional context."""
+
+    def __init__(self, text_config, device=None, dtype=None, model_options={}):
+        super().__init__()
+        self.encoder = TextEncoder(text_config).to(device=device, dtype=dtype)
+        self.dtypes = {dtype or torch.float32}
+        self.special_tokens = {"end": END, "pad": PAD}
+        self.max_tokens = text_config.max_tokens
+
+    def gen_empty_tokens(self, special_tokens, length):
+        return [END] + [PAD] * (self.max_tokens - 1)
+
+    def encode(self, token_lists):
+        device = self.encoder.position_embedding.device
+        return self.encoder(torch.tensor(token_lists, dtype=torch.long, device=device)).float(), None
+
+    def encode_token_weights(self, token_weight_pairs):
+        return ClipTokenWeightEncoder.encode_token_weights(self, token_weight_pairs[CLIP_KEY])
+
+    def load_sd(self, sd):
+        return self.encoder.load_state_dict(sd, strict=True)
+
+    def reset_clip_options(self):
+        pass
+
+    def set_clip_options(self, options):
+        pass  # no clip-skip layers or projected pooling in this encoder
+
+
+def build_clip(path: str, config: ModelConfig, state: dict) -> comfy.sd.CLIP | None:
+    """A core CLIP around the checkpoint's built-in text encoder (None for external-embedding models)."""
+    if config.text.kind != "builtin":
+        return None
+    target = comfy.supported_models_base.ClipTarget(LumiereTokenizer, LumiereTextModel)
+    target.params = {"text_config": config.text}
+    te_state = {k: v for k, v in state.items() if k.startswith("text_encoder.")}
+    clip = comfy.sd.CLIP(target, tokenizer_data={"lumiere_text": config.text},
+                         parameters=comfy.utils.calculate_parameters(te_state),
+                         model_options={"dtype": torch.float32})  # the default TE dtype is fp16, even on CPU
+    load_state_into(path, clip.cond_stage_model.encoder, te_state, "text_encoder.")
+    return clip

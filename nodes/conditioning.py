@@ -1,0 +1,102 @@
+"""The masked conditioning encoder: Lumiere's <J, C, M> tasks from core IMAGE and MASK inputs."""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management as mm
+import node_helpers
+from comfy_api.latest import io
+
+from ..lumiere import conditioning as recipes
+from .comfy_model import COND_KEY
+from .latent import frames_to_video
+
+MODES = ["image_to_video", "inpaint", "outpaint", "cinemagraph", "direct"]
+
+
+def generate_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor:
+    """A core MASK ([T, H, W] or [H, W], 1 = the painted area = what to generate)."""
+    if mask is None:
+        raise ValueError(f"{name}: this mode needs a MASK (1 = generate, 0 = keep)")
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a MASK [T, H, W] or [H, W], got {list(mask.shape)}")
+    return mask.float()
+
+
+def build_cm(mode, image, mask, frames, pad) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C, M) with the library recipes; M = 1 where the pixels are known."""
+    if image is None:
+        raise ValueError("image: every mode needs an IMAGE (a still for image_to_video/cinemagraph, the video "
+                         "frames for inpaint/outpaint/direct)")
+    video = frames_to_video(image, "image")  # (1, 3, T, H, W)
+    if mode == "image_to_video":
+        return recipes.image_to_video(video[:, :, 0], frames)
+    if mode == "cinemagraph":
+        return recipes.cinemagraph(video[:, :, 0], generate_mask(mask), frames)
+    if mode == "inpaint":
+        return recipes.inpaint(video, 1 - generate_mask(mask))
+    if mode == "outpaint":
+        if not any(pad):
+            raise ValueError("pad_left/pad_right/pad_top/pad_bottom: outpaint needs at least one non-zero pad")
+        return recipes.outpaint(video, pad)
+    if mode == "direct":
+        return recipes.direct(video, 1 - generate_mask(mask))
+    raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+
+
+def pad_input(name: str, side: str) -> io.Int.Input:
+    return io.Int.Input(name, default=0, min=0, max=4096, step=4,
+                        tooltip=f"outpaint only: pixels added on the {side}.")
+
+
+class LumiereConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumiereConditioning",
+            display_name="Lumiere Conditioning (masked video)",
+            category="Lumiere/conditioning",
+            description="Builds Lumiere's masked conditioning <C, M> (M = 1 on known pixels) and attaches it to "
+                        "positive and negative; outputs the matching empty video latent for the sampler.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning from CLIP Text Encode."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning from CLIP Text Encode."),
+                io.Combo.Input("mode", options=MODES, default="image_to_video",
+                               tooltip="image_to_video: the clip starts at the image. inpaint: regenerate the "
+                                       "masked area of a video. outpaint: extend the canvas by the pads. "
+                                       "cinemagraph: animate only the masked area of a still. direct: the image "
+                                       "frames are C and the mask is 1 - M."),
+                io.Int.Input("frames", default=16, min=1, max=4096,
+                             tooltip="image_to_video/cinemagraph: frames to generate (a multiple of the model's "
+                                     "frame multiple). Other modes take the frame count of the image batch."),
+                io.Image.Input("image", optional=True,
+                               tooltip="A still (first image of the batch) for image_to_video/cinemagraph, or the "
+                                       "video frames [T, H, W, 3] for inpaint/outpaint/direct."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="1 = generate / animate, 0 = keep (ComfyUI's mask convention), the size of "
+                                      "the image, one mask for all frames or one per frame. Not used by "
+                                      "image_to_video and outpaint."),
+                pad_input("pad_left", "left"),
+                pad_input("pad_right", "right"),
+                pad_input("pad_top", "top"),
+                pad_input("pad_bottom", "bottom"),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="positive"),
+                io.Conditioning.Output(display_name="negative"),
+                io.Latent.Output(display_name="latent", tooltip="An empty video latent of the conditioning's shape."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
+                pad_bottom=0) -> io.NodeOutput:
+        C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom))
+        cond = torch.cat([C * M, M], dim=1).to(mm.intermediate_device())  # (1, 4, T, H, W)
+        positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})
+        negative = node_helpers.conditioning_set_values(negative, {COND_KEY: cond})
+        latent = torch.zeros_like(cond[:, :3])
+        return io.NodeOutput(positive, negative, {"samples": latent})
+
+
+NODES = [LumiereConditioning]

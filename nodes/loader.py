@@ -1,0 +1,69 @@
+"""Loading Lumiere checkpoints from the `lumiere` model folder as core MODEL and CLIP objects."""
+from __future__ import annotations
+
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from .comfy_model import build_clip, load_model_patcher
+
+FOLDER = "lumiere"
+PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "lumiere")
+
+
+def register_model_folder() -> None:
+    """`lumiere` = the pack's own models/lumiere (shipped demo models, listed with no user action) + the standard
+    <models_dir>/lumiere (+ any extra_model_paths.yaml entry). Only .safetensors: a new key would list every file."""
+    paths, _ = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))
+    for p in (PACK_MODELS, os.path.join(folder_paths.models_dir, FOLDER)):
+        if p not in paths:
+            paths.append(p)
+    folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})
+
+
+def model_input(name: str, tooltip: str) -> io.Combo.Input:
+    return io.Combo.Input(name, options=folder_paths.get_filename_list(FOLDER), tooltip=tooltip)
+
+
+def model_path(name: str, input_name: str) -> str:
+    path = folder_paths.get_full_path(FOLDER, name)
+    if path is None:
+        raise FileNotFoundError(f"{input_name}: no file {name!r} in the lumiere model folders "
+                                f"{folder_paths.get_folder_paths(FOLDER)}")
+    return path
+
+
+class LumiereLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumiereLoader",
+            display_name="Lumiere Loader",
+            category="Lumiere/loaders",
+            description="Loads a Lumiere checkpoint (base STUNet, SSR or T2I): MODEL for Lumiere or core samplers, "
+                        "CLIP for core CLIP Text Encode, and the clip shape it was trained for.",
+            inputs=[model_input("ckpt_name", "A .safetensors Lumiere checkpoint from models/lumiere (the pack's own "
+                                             "folder or ComfyUI's models/lumiere).")],
+            outputs=[
+                io.Model.Output(display_name="MODEL"),
+                io.Clip.Output(display_name="CLIP", tooltip="Its built-in text encoder (None for models that take "
+                                                            "external embeddings)."),
+                io.Int.Output(display_name="frames", tooltip="Frames per clip the model was trained on."),
+                io.Int.Output(display_name="width", tooltip="Frame width the model was trained on."),
+                io.Int.Output(display_name="height", tooltip="Frame height the model was trained on."),
+                io.Float.Output(display_name="fps", tooltip="Frame rate of its training clips (FLOAT, as core "
+                                                            "CreateVideo takes it)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, ckpt_name) -> io.NodeOutput:
+        path = model_path(ckpt_name, "ckpt_name")
+        model, config, state = load_model_patcher(path)
+        clip = build_clip(path, config, state)
+        size = config.resolution
+        return io.NodeOutput(model, clip, config.num_frames, size, size, float(config.fps))
+
+
+NODES = [LumiereLoader]

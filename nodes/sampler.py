@@ -1,0 +1,93 @@
+"""The STUNet sampler: core sampling over the whole clip at once, with whole-clip previews and Cancel."""
+from __future__ import annotations
+
+import comfy.model_management as mm
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+from comfy.cli_args import args
+from comfy_api.latest import io
+from PIL import Image
+
+from .comfy_model import check_video_shape, clip_mosaic
+
+
+def preview_image(x0) -> Image.Image:
+    """The whole clip (first video) as one grid image, -1..1 -> 0..255."""
+    grid = clip_mosaic(x0.float())[0]  # (3, H, W)
+    pixels = ((grid + 1) * 127.5).clamp(0, 255).byte().movedim(0, -1).cpu().numpy()
+    return Image.fromarray(pixels)
+
+
+def clip_preview_callback(steps: int):
+    """Core progress bar + a preview of every frame at each step, whatever the server's --preview-method."""
+    pbar = comfy.utils.ProgressBar(steps)
+
+    def callback(step, x0, x, total_steps):
+        mm.throw_exception_if_processing_interrupted()
+        pbar.update_absolute(step + 1, total_steps, ("JPEG", preview_image(x0), args.preview_size))
+
+    return callback
+
+
+def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0):
+    """comfy.sample.sample on a video latent (the body of core KSampler, with our callback)."""
+    samples = latent["samples"]
+    noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+    out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
+                              denoise=denoise, noise_mask=latent.get("noise_mask"),
+                              callback=clip_preview_callback(steps), disable_pbar=True, seed=seed)
+    return out.to(mm.intermediate_device())
+
+
+def sampling_inputs() -> list:
+    """seed, steps, cfg, sampler, scheduler: shared by the sampler and the SSR upscaler (widget order is part of
+    saved workflows: append, never reorder)."""
+    return [
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                     tooltip="Seed of the initial noise; the same seed gives the same video."),
+        io.Int.Input("steps", default=25, min=1, max=1000, tooltip="Denoising steps."),
+        io.Float.Input("cfg", default=4.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance scale; 1 disables guidance (half the compute)."),
+        io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default="ddim",
+                       tooltip="Core sampler (ddim = deterministic, as in the Lumiere paper)."),
+        io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
+                       tooltip="Core noise schedule; 'normal' spaces steps evenly in the cosine time t."),
+    ]
+
+
+class LumiereSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumiereSampler",
+            display_name="Lumiere STUNet Sampler",
+            category="Lumiere/sampling",
+            description="Denoises all frames of the clip together with the STUNet (no temporal windows), through "
+                        "core samplers; previews show every frame; Cancel stops it at the next step.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Lumiere base MODEL from the Lumiere loader (optionally stylized)."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning (CLIP Text Encode or Lumiere "
+                                                          "Conditioning)."),
+                io.Conditioning.Input("negative", tooltip="Negative / unconditional conditioning (often the empty "
+                                                          "prompt)."),
+                io.Latent.Input("latent", tooltip="Video latent [B, 3, T, H, W]: Lumiere Empty Video, Lumiere "
+                                                  "Conditioning, or Lumiere Frames to Latent for video-to-video."),
+                *sampling_inputs(),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1 = from pure noise; < 1 keeps the input latent's structure (SDEdit)."),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
+                denoise=1.0) -> io.NodeOutput:
+        check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        m = model.clone()
+        m.model_options.pop("context_handler", None)  # the base STUNet sees the whole clip at once
+        samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise)
+        return io.NodeOutput({**latent, "samples": samples})
+
+
+NODES = [LumiereSampler]

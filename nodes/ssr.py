@@ -1,0 +1,91 @@
+"""Spatial super-resolution with temporal MultiDiffusion (Lumiere Sec. 3.2), through core sampling."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management as mm
+import node_helpers
+from comfy_api.latest import io
+
+from ..lumiere.multidiffusion import FUSE_METHODS, MultiDiffusionDenoiser, window_starts
+from ..lumiere.pipeline import upsample_video
+from .comfy_model import COND_KEY, check_video_shape, lumiere_config
+from .latent import frames_to_video, video_to_frames
+from .sampler import run_sampler, sampling_inputs
+
+
+def multidiffusion_wrapper(window: int, overlap: int, fuse: str):
+    """A core `model_function_wrapper` that runs the net window by window and fuses the denoised windows with the
+    library's MultiDiffusion; the up-sampled video (c_concat) is sliced with each window."""
+
+    def wrapper(apply_model, args):
+        c = dict(args["c"])
+        cond = c.pop("c_concat", None)
+
+        def denoise(x, sigma, cond=None):
+            mm.throw_exception_if_processing_interrupted()  # Cancel between windows
+            return apply_model(x, sigma, c_concat=cond, **c)
+
+        return MultiDiffusionDenoiser(denoise, window, overlap, fuse, cond=cond)(args["input"], args["timestep"])
+
+    return wrapper
+
+
+class LumiereSSRUpscale(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumiereSSRUpscale",
+            display_name="Lumiere SSR Upscale (MultiDiffusion)",
+            category="Lumiere/sampling",
+            description="Spatial super-resolution of a low-resolution clip by an SSR model, run on overlapping "
+                        "temporal windows fused at every step (MultiDiffusion): model memory is bounded by one "
+                        "window whatever the clip length.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Lumiere SSR MODEL from the Lumiere loader."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning (CLIP Text Encode with the SSR "
+                                                          "model's CLIP)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (often the empty prompt)."),
+                io.Image.Input("frames", tooltip="The low-resolution clip as IMAGE frames [T, H, W, 3]."),
+                io.Int.Input("scale", default=2, min=1, max=16,
+                             tooltip="Output size / input size; the SSR model was trained for one scale (its "
+                                     "config), others work less well."),
+                io.Int.Input("window", default=8, min=1, max=4096,
+                             tooltip="Frames per temporal window (a multiple of the model's frame multiple)."),
+                io.Int.Input("overlap", default=2, min=2, max=4095,
+                             tooltip="Frames shared by consecutive windows (>= 2, < window)."),
+                io.Combo.Input("fuse", options=list(FUSE_METHODS), default="ramped",
+                               tooltip="How overlapping windows are averaged: flat (equal weights) or ramped "
+                                       "(weights fade across the overlap)."),
+                *sampling_inputs(),
+            ],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, frames, scale, window, overlap, fuse, seed, steps, cfg,
+                sampler_name, scheduler) -> io.NodeOutput:
+        config = lumiere_config(model)
+        if config.conditioning != "lowres":
+            raise ValueError(f"model: expected an SSR checkpoint (conditioning 'lowres'), got a {config.role!r} "
+                             f"model")
+        if scale != config.scale:
+            logging.warning("Lumiere SSR: scale %d differs from the %d the model was trained for", scale,
+                            config.scale)
+        lowres = upsample_video(frames_to_video(frames), scale).to(mm.intermediate_device())  # (1, 3, T, H, W)
+        t = lowres.shape[2]
+        window_starts(t, window, overlap)  # ValueError names overlap / window
+        check_video_shape(model, (1, 3, min(window, t), *lowres.shape[3:]), "window")
+        positive = node_helpers.conditioning_set_values(positive, {COND_KEY: lowres})
+        negative = node_helpers.conditioning_set_values(negative, {COND_KEY: lowres})
+        m = model.clone()
+        m.model_options.pop("context_handler", None)
+        m.set_model_unet_function_wrapper(multidiffusion_wrapper(window, overlap, fuse))
+        latent = {"samples": torch.zeros_like(lowres)}
+        samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative)
+        return io.NodeOutput(video_to_frames(samples.clamp(-1, 1)))
+
+
+NODES = [LumiereSSRUpscale]

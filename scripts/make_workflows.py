@@ -1,0 +1,162 @@
+"""Regenerate the bundled workflows (workflows/*.json, UI format) and their example inputs (workflows/inputs/).
+
+The graphs are written here in the API format, then turned into UI workflows by the real front-end
+(app.loadApiJson + graph.serialize in headless Chromium), so widget order and links are exactly what ComfyUI
+expects. Run after scripts/setup_comfy.sh --browser:
+
+    .comfy/venv/bin/python scripts/make_workflows.py
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from comfy_harness import ComfyServer  # noqa: E402
+from lumiere.data.procedural import ProceduralClips  # noqa: E402
+
+WORKFLOWS = ROOT / "workflows"
+INPUTS = WORKFLOWS / "inputs"
+# the shipped demo models (models/lumiere); tests substitute tiny random-weight models for these names
+BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
+STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
+# The pack copies the example inputs into ComfyUI's temp folder at start-up (it never writes to input/); core
+# LoadImage/LoadVideo read "name [temp]".
+IN_TEMP = " [temp]"
+
+
+# ---- example inputs ---------------------------------------------------------------------------------------------
+
+def write_inputs() -> None:
+    """A still (a red circle), a 16-frame clip (a blue square moving down) and a centre mask, at 32x32."""
+    from PIL import Image
+    import av
+
+    INPUTS.mkdir(parents=True, exist_ok=True)
+    data = ProceduralClips(size=32, frames=16, split="all")
+    g = torch.Generator().manual_seed(0)
+    still = data.render_specs([dict(colour="red", shape="circle", direction="right", background="gray")], g)
+    clip = data.render_specs([dict(colour="blue", shape="square", direction="down", background="black")], g)
+
+    def to_uint8(frame):  # (3, h, w) in -1..1 -> (h, w, 3) uint8
+        return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+    Image.fromarray(to_uint8(still[0, :, 0])).save(INPUTS / STILL)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 255  # white = the area to regenerate / animate
+    Image.fromarray(mask).convert("RGB").save(INPUTS / MASK)
+    with av.open(str(INPUTS / CLIP), "w") as out:
+        stream = out.add_stream("libx264", rate=8, options={"crf": "10"})
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for t in range(clip.shape[2]):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(to_uint8(clip[0, :, t]), format="rgb24")))
+        out.mux(stream.encode())
+
+
+# ---- graphs (API format) ------------------------------------------------------------------------------------------
+
+def node(class_type: str, title: str | None = None, **inputs) -> dict:
+    return {"class_type": class_type, "inputs": inputs, **({"_meta": {"title": title}} if title else {})}
+
+
+def base_graph(prompt: str, name: str, model_out=("1", 0), latent=None, positive=None, negative=None,
+               denoise=1.0, seed=0) -> dict:
+    """Loader -> prompts -> sampler -> frames -> CreateVideo -> SaveVideo; ids 1-9."""
+    g = {
+        "1": node("LumiereLoader", "Lumiere base model", ckpt_name=BASE),
+        "2": node("CLIPTextEncode", "Prompt", text=prompt, clip=["1", 1]),
+        "3": node("CLIPTextEncode", "Negative prompt", text="", clip=["1", 1]),
+        "5": node("LumiereSampler", model=list(model_out), positive=positive or ["2", 0],
+                  negative=negative or ["3", 0], latent=latent or ["4", 0], seed=seed, steps=25, cfg=4.0,
+                  sampler_name="ddim", scheduler="normal", denoise=denoise),
+        "6": node("LumiereLatentToFrames", latent=["5", 0]),
+        "7": node("CreateVideo", images=["6", 0], fps=["1", 5]),
+        "8": node("SaveVideo", video=["7", 0], filename_prefix=f"lumiere/{name}", format="auto", codec="auto"),
+    }
+    if latent is None:
+        g["4"] = node("LumiereEmptyVideo", frames=["1", 2], width=["1", 3], height=["1", 4], batch_size=1)
+    return g
+
+
+def conditioned(prompt: str, name: str, mode: str, image, mask=None, pads=(0, 0, 0, 0), extra=None) -> dict:
+    """A base graph whose sampler gets <C, M> from Lumiere Conditioning (node 10)."""
+    g = base_graph(prompt, name, latent=["10", 2], positive=["10", 0], negative=["10", 1])
+    cond = dict(positive=["2", 0], negative=["3", 0], mode=mode, frames=["1", 2], image=image,
+                pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3])
+    if mask is not None:
+        cond["mask"] = mask
+    g["10"] = node("LumiereConditioning", **cond)
+    g.update(extra or {})
+    return g
+
+
+def video_input() -> dict:
+    return {"20": node("LoadVideo", "Input video", file=CLIP + IN_TEMP), "21": node("GetVideoComponents", video=["20", 0])}
+
+
+def graphs() -> dict[str, dict]:
+    still = {"20": node("LoadImage", "Input image", image=STILL + IN_TEMP),
+             "21": node("ImageScale", image=["20", 0], upscale_method="bilinear", width=["1", 3], height=["1", 4],
+                        crop="center")}
+    mask = {"22": node("LoadImageMask", "Mask (white = generate)", image=MASK + IN_TEMP, channel="red")}
+    t2v = base_graph("a red circle moving right on gray", "text_to_video")
+    ssr = base_graph("a green triangle moving up on black", "text_to_video_ssr")
+    ssr.update({
+        "11": node("LumiereLoader", "Lumiere SSR model", ckpt_name=SSR),
+        "12": node("CLIPTextEncode", "SSR prompt", text="a green triangle moving up on black", clip=["11", 1]),
+        "13": node("CLIPTextEncode", "SSR negative prompt", text="", clip=["11", 1]),
+        "14": node("LumiereSSRUpscale", model=["11", 0], positive=["12", 0], negative=["13", 0], frames=["6", 0],
+                   scale=2, window=8, overlap=4, fuse="ramped", seed=0, steps=20, cfg=1.0, sampler_name="ddim",
+                   scheduler="normal"),
+    })
+    ssr["7"]["inputs"]["images"] = ["14", 0]
+    stylized = base_graph("a yellow square moving left on white", "stylized", model_out=("15", 0))
+    stylized["15"] = node("LumiereStylize", model=["1", 0], style_name=STYLE, alpha=0.7)
+    v2v = base_graph("a green square moving down on black", "video_to_video", latent=["16", 0], denoise=0.6)
+    v2v.update(video_input())
+    v2v["16"] = node("LumiereFramesToLatent", frames=["21", 0])
+    small = {"23": node("ImageScale", image=["21", 0], upscale_method="area", width=16, height=16, crop="disabled")}
+    return {
+        "text_to_video": t2v,
+        "text_to_video_ssr": ssr,
+        "image_to_video": conditioned("a red circle moving right on gray", "image_to_video", "image_to_video",
+                                      ["21", 0], extra=still),
+        "inpainting": conditioned("a blue square moving down on black", "inpainting", "inpaint", ["21", 0],
+                                  mask=["22", 0], extra={**video_input(), **mask}),
+        "outpainting": conditioned("a blue square moving down on black", "outpainting", "outpaint", ["23", 0],
+                                   pads=(8, 8, 8, 8), extra={**video_input(), **small}),
+        # no resize here: the mask must keep matching the image
+        "cinemagraph": conditioned("a red circle moving right on gray", "cinemagraph", "cinemagraph", ["20", 0],
+                                   mask=["22", 0], extra={"20": still["20"], **mask}),
+        "stylized": stylized,
+        "video_to_video": v2v,
+    }
+
+
+def main() -> None:
+    write_inputs()
+    with tempfile.TemporaryDirectory() as tmp, ComfyServer() as server:
+        files = []
+        for name, g in graphs().items():
+            files.append(Path(tmp) / f"{name}.json")
+            files[-1].write_text(json.dumps(g, indent=1))
+        out = subprocess.run(["node", str(ROOT / "tests/browser/comfy_page.mjs"), "api-to-ui", "--url", server.url,
+                              "--out-dir", str(WORKFLOWS), *map(str, files)], capture_output=True, text=True)
+        print(out.stdout, out.stderr)
+        if out.returncode:
+            sys.exit("api-to-ui failed")
+    print(f"wrote {len(files)} workflows to {WORKFLOWS}")
+
+
+if __name__ == "__main__":
+    main()

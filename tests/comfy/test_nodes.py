@@ -1,0 +1,251 @@
+"""Node-level tests inside an in-process ComfyUI: each node's outputs and validation errors (which name the
+input), and that the ComfyUI glue computes exactly what the library does."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def n(pack):
+    """The pack's node modules."""
+    return pack.nodes
+
+
+@pytest.fixture(scope="module")
+def loaded(n):
+    model, clip, frames, width, height, fps = n.loader.LumiereLoader.execute("tiny_base.safetensors").args
+    return model, clip, frames, width, height, fps
+
+
+def encode(clip, text):
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def frames_like(t=8, h=16, w=16, seed=0):
+    return torch.rand(t, h, w, 3, generator=torch.Generator().manual_seed(seed))
+
+
+# ---- loader -------------------------------------------------------------------------------------------------
+
+def test_loader_outputs(n, loaded):
+    import comfy.model_patcher
+    model, clip, frames, width, height, fps = loaded
+    assert isinstance(model, comfy.model_patcher.ModelPatcher)
+    assert (frames, width, height, fps) == (8, 16, 16, 8.0)
+    assert n.loader.LumiereLoader.define_schema().node_id in [c.define_schema().node_id for c in n.NODE_CLASSES]
+
+
+def test_loader_missing_and_bad_files(n, pack):
+    with pytest.raises(FileNotFoundError, match="ckpt_name"):
+        n.loader.LumiereLoader.execute("nope.safetensors")
+    bad = pack.models_dir / "bad.safetensors"
+    bad.write_bytes(b"garbage!")
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        n.loader.LumiereLoader.execute("bad.safetensors")
+
+
+def test_clip_matches_library_text_encoder(pack, loaded):
+    """Core CLIPTextEncode on the CLIP gives exactly the library encoder's context; the empty prompt gives the
+    library's unconditional context; prompt weights move the weighted token only."""
+    clip = loaded[1]
+    te = pack.lumiere.load_model(pack.models_dir / "tiny_base.safetensors").text_encoder
+    for text in ("a red circle moving right on gray", "", "an unknown word"):
+        cond = encode(clip, text)
+        assert cond[0][1]["pooled_output"] is None
+        torch.testing.assert_close(cond[0][0], te.encode(text), rtol=0, atol=0)
+    plain, weighted = encode(clip, "a red circle")[0][0], encode(clip, "a (red:1.5) circle")[0][0]
+    changed = (plain - weighted).abs().amax(-1)[0] > 0
+    assert changed.tolist()[:4] == [False, True, False, False]
+
+
+# ---- latents ------------------------------------------------------------------------------------------------
+
+def test_empty_video_and_frame_conversions(n):
+    latent = n.latent.LumiereEmptyVideo.execute(8, 16, 24, 2).args[0]
+    assert latent["samples"].shape == (2, 3, 8, 24, 16) and latent["samples"].abs().sum() == 0
+    frames = frames_like()
+    latent = n.latent.LumiereFramesToLatent.execute(frames).args[0]
+    assert latent["samples"].shape == (1, 3, 8, 16, 16)
+    assert latent["samples"].min() >= -1 and latent["samples"].max() <= 1
+    back = n.latent.LumiereLatentToFrames.execute(latent).args[0]
+    torch.testing.assert_close(back, frames)
+    with pytest.raises(ValueError, match="frames"):
+        n.latent.LumiereFramesToLatent.execute(torch.rand(16, 16, 3))
+    with pytest.raises(ValueError, match="latent"):
+        n.latent.LumiereLatentToFrames.execute({"samples": torch.zeros(1, 4, 8, 8)})
+
+
+# ---- sampler ------------------------------------------------------------------------------------------------
+
+def sample(n, loaded, latent, **kw):
+    model, clip = loaded[:2]
+    args = dict(seed=0, steps=2, cfg=2.0, sampler_name="ddim", scheduler="normal", denoise=1.0)
+    args.update(kw)
+    return n.sampler.LumiereSampler.execute(model, encode(clip, "a red circle"), encode(clip, ""), latent,
+                                            **args).args[0]
+
+
+def test_sampler_runs_and_is_deterministic(n, loaded):
+    latent = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    a, b = sample(n, loaded, latent), sample(n, loaded, latent)
+    assert a["samples"].shape == (1, 3, 8, 16, 16) and a["samples"].std() > 0
+    torch.testing.assert_close(a["samples"], b["samples"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape,words", [((1, 3, 7, 16, 16), ["latent", "7 frames", "multiple of 2"]),
+                                         ((1, 3, 8, 15, 16), ["latent", "16x15", "multiples of 2"]),
+                                         ((1, 4, 8, 16), ["latent", "[B, 3, T, H, W]"])])
+def test_sampler_rejects_bad_latents(n, loaded, shape, words):
+    with pytest.raises(ValueError) as e:
+        sample(n, loaded, {"samples": torch.zeros(shape)})
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_sampler_rejects_other_models(n, loaded):
+    clone = loaded[0].clone()
+    clone.model = torch.nn.Linear(1, 1)
+    with pytest.raises(ValueError, match="model: expected a MODEL from the Lumiere loader"):
+        sample(n, (clone, loaded[1]), {"samples": torch.zeros(1, 3, 8, 16, 16)})
+
+
+def test_comfy_model_is_the_library_denoiser(pack, loaded):
+    """ComfyUI's ModelSamplingContinuousV + our BaseModel give the library's x0 = D(x, sigma) exactly."""
+    import comfy.model_management
+    model, clip = loaded[:2]
+    comfy.model_management.load_models_gpu([model])
+    bundle = pack.lumiere.load_model(pack.models_dir / "tiny_base.safetensors")
+    from lumiere_pack_under_test.lumiere.diffusion.denoiser import Denoiser
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, 8, 16, 16, generator=g) * 3
+    cond = torch.cat([torch.rand(1, 3, 8, 16, 16, generator=g), torch.ones(1, 1, 8, 16, 16)], 1)
+    ctx = encode(clip, "a red circle")[0][0]
+    for sigma in (0.01, 1.0, 50.0):
+        s = torch.tensor([sigma])
+        ours = model.model.apply_model(x, s, c_concat=cond, c_crossattn=ctx)
+        ref = Denoiser(bundle.model, ctx, cond=cond)(x, s)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+# ---- conditioning -------------------------------------------------------------------------------------------
+
+def cond_of(result):
+    positive, negative, latent = result.args
+    c = positive[0][1]["lumiere_cond"]
+    assert torch.equal(c, negative[0][1]["lumiere_cond"])
+    assert latent["samples"].shape == (c.shape[0], 3, *c.shape[2:])
+    return c[:, :3], c[:, 3:]
+
+
+def condition(n, loaded, mode, **kw):
+    clip = loaded[1]
+    args = dict(frames=8, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0, pad_bottom=0)
+    args.update(kw)
+    return n.conditioning.LumiereConditioning.execute(encode(clip, "x"), encode(clip, ""), mode, **args)
+
+
+def test_conditioning_modes(n, loaded):
+    img = frames_like(1)
+    C, M = cond_of(condition(n, loaded, "image_to_video", image=img))
+    assert C.shape == (1, 3, 8, 16, 16) and M[:, :, 0].min() == 1 and M[:, :, 1:].max() == 0
+    torch.testing.assert_close(C[0, :, 0], img[0].permute(2, 0, 1) * 2 - 1)
+
+    video, mask = frames_like(8), torch.zeros(16, 16)
+    mask[4:12, 4:12] = 1  # generate the centre
+    C, M = cond_of(condition(n, loaded, "inpaint", image=video, mask=mask))
+    assert M[0, 0, :, 8, 8].max() == 0 and M[0, 0, :, 0, 0].min() == 1 and C[0, :, :, 8, 8].abs().max() == 0
+
+    C, M = cond_of(condition(n, loaded, "outpaint", image=video, pad_left=4, pad_right=4, pad_top=8, pad_bottom=0))
+    assert C.shape == (1, 3, 8, 24, 24) and M[0, 0, 0, :8].max() == 0 and M[0, 0, 0, 8:, 4:20].min() == 1
+
+    C, M = cond_of(condition(n, loaded, "cinemagraph", image=img, mask=mask))
+    assert M[:, :, 0].min() == 1 and M[0, 0, 1:, 8, 8].max() == 0 and M[0, 0, 1:, 0, 0].min() == 1
+
+    C, M = cond_of(condition(n, loaded, "direct", image=video, mask=mask))
+    assert M[0, 0, :, 8, 8].max() == 0 and M[0, 0, :, 0, 0].min() == 1
+
+
+@pytest.mark.parametrize("mode,kw,name", [
+    ("inpaint", dict(mask=torch.zeros(12, 16)), "mask"),  # wrong size
+    ("inpaint", dict(mask=torch.zeros(3, 16, 16)), "mask"),  # 3 masks for 8 frames
+    ("inpaint", dict(mask=None), "mask"),
+    ("cinemagraph", dict(mask=torch.zeros(1, 8, 8)), "mask"),
+    ("outpaint", dict(), "pad_left"),
+    ("image_to_video", dict(image=None), "image"),
+])
+def test_conditioning_errors_name_the_input(n, loaded, mode, kw, name):
+    kw = {"image": frames_like(8), **kw}
+    with pytest.raises(ValueError, match=name):
+        condition(n, loaded, mode, **kw)
+
+
+def test_conditioning_frames_mismatch_is_caught_by_the_model(n, loaded):
+    positive, negative, _ = condition(n, loaded, "image_to_video", image=frames_like(1)).args
+    model = loaded[0]
+    with pytest.raises(ValueError, match="conditioning was built for 8 frames"):
+        n.sampler.LumiereSampler.execute(model, positive, negative, {"samples": torch.zeros(1, 3, 4, 16, 16)}, 0, 1,
+                                         1.0, "ddim", "normal", 1.0)
+
+
+# ---- SSR ------------------------------------------------------------------------------------------------------
+
+def ssr(n, frames, window=4, overlap=2, fuse="ramped", name="tiny_ssr.safetensors", scale=2):
+    model, clip = n.loader.LumiereLoader.execute(name).args[:2]
+    return n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), frames, scale, window,
+                                           overlap, fuse, 0, 2, 1.0, "ddim", "normal").args[0]
+
+
+def test_ssr_upscales_over_windows(n):
+    out = ssr(n, frames_like(10, 8, 8))
+    assert out.shape == (10, 16, 16, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_ssr_one_window_is_the_plain_denoiser(pack, n):
+    """With one window covering the clip, the MultiDiffusion wrapper returns exactly the plain model output."""
+    model = n.loader.LumiereLoader.execute("tiny_ssr.safetensors").args[0]
+    wrapper = n.ssr.multidiffusion_wrapper(8, 2, "flat")
+    x, cond = torch.randn(2, 3, 8, 8, 8), torch.randn(2, 3, 8, 8, 8)
+    args = {"input": x, "timestep": torch.tensor([2.0, 2.0]), "cond_or_uncond": [0, 1],
+            "c": {"c_concat": cond, "c_crossattn": torch.randn(2, 8, 32), "transformer_options": {}}}
+    apply = model.model.apply_model
+    ref = apply(x, args["timestep"], c_concat=cond, c_crossattn=args["c"]["c_crossattn"], transformer_options={})
+    torch.testing.assert_close(wrapper(apply, args), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kw,name", [(dict(overlap=4, window=4), "overlap"), (dict(window=3), "window"),
+                                     (dict(name="tiny_base.safetensors"), "model")])
+def test_ssr_errors_name_the_input(n, kw, name):
+    with pytest.raises(ValueError, match=name):
+        ssr(n, frames_like(10, 8, 8), **kw)
+
+
+# ---- stylize --------------------------------------------------------------------------------------------------
+
+def patched_weights(model):
+    """The model's weights with its patches applied (as sampling would see them)."""
+    import comfy.model_management
+    comfy.model_management.load_models_gpu([model])
+    return {k: v.clone() for k, v in model.model.diffusion_model.net.state_dict().items()}
+
+
+def test_stylize_interpolates_t2i_weights_only(pack, n, loaded):
+    model = loaded[0]
+    orig = patched_weights(model)
+    style = pack.lumiere.load_model(pack.models_dir / "tiny_style.safetensors").model.state_dict()
+    for alpha in (0.0, 0.5, 1.0):
+        w = patched_weights(n.stylize.LumiereStylize.execute(model, "tiny_style.safetensors", alpha).args[0])
+        for k, v in w.items():
+            if k.startswith("unet."):
+                expected = orig[k] * (1 - alpha) + style[k[len("unet."):]] * alpha
+                torch.testing.assert_close(v, expected, rtol=0, atol=1e-6)
+            else:
+                assert torch.equal(v, orig[k]), k  # temporal layers untouched
+    assert all(torch.equal(v, orig[k]) for k, v in patched_weights(model).items())  # the original is back
+
+
+def test_stylize_errors(n, loaded):
+    with pytest.raises(ValueError, match="alpha"):
+        n.stylize.LumiereStylize.execute(loaded[0], "tiny_style.safetensors", 1.5)
+    with pytest.raises(Exception, match="style weights"):
+        n.stylize.LumiereStylize.execute(loaded[0], "tiny_ssr.safetensors", 0.5)  # conv_in has 6 channels

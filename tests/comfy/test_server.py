@@ -1,0 +1,334 @@
+"""Against a real headless ComfyUI 0.3.75 with the pack installed: registration, every bundled workflow run
+over HTTP with its outputs checked, bad graphs answered with node errors, progress/previews/Cancel."""
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+
+import av
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from comfy_harness import execution_error, http
+from comfy_fixtures import ROOT, model_substitutes
+from lumiere.checkpoint import read_config
+from ws import WsListener
+
+NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSSRUpscale", "LumiereStylize",
+            "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
+BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
+           "stylized", "video_to_video"]
+
+
+def model_file(server, name: str):
+    for folder in (ROOT / "models" / "lumiere", server.base_dir / "models" / "lumiere"):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(name)
+
+
+def expected_shape(server, workflow: str) -> tuple[int, int, int]:
+    """(frames, height, width) of a bundled workflow's video with the models this run uses."""
+    names = model_substitutes()
+    base = read_config(model_file(server, names["lumiere_demo_base.safetensors"]))
+    if workflow in ("inpainting", "outpainting", "video_to_video"):
+        return 16, 32, 32  # the example clip (outpainting: 16x16 + 8 px on each side)
+    if workflow == "cinemagraph":
+        return base.num_frames, 32, 32  # the example still and mask
+    r = base.resolution * (2 if workflow == "text_to_video_ssr" else 1)
+    return base.num_frames, r, r
+
+
+def read_video(path) -> np.ndarray:
+    with av.open(str(path)) as f:
+        return np.stack([fr.to_ndarray(format="rgb24") for fr in f.decode(video=0)])
+
+
+def saved_videos(server, entry) -> list:
+    return [p for p in server.output_files(entry) if p.suffix == ".mp4"]
+
+
+def free_cache(server):
+    """POST /free resets the execution cache, so the next identical prompt really runs again."""
+    assert http(server.url + "/free", {"free_memory": True})[0] == 200
+    time.sleep(1.0)
+
+
+def cached_nodes(entry) -> set[str]:
+    return {n for kind, d in entry["status"]["messages"] if kind == "execution_cached" for n in d["nodes"]}
+
+
+def with_prefix(prompt: dict, prefix: str) -> dict:
+    for node in prompt.values():
+        if "filename_prefix" in node["inputs"]:
+            node["inputs"]["filename_prefix"] = prefix
+    return prompt
+
+
+def sampler_id(prompt: dict) -> str:
+    return next(k for k, n in prompt.items() if n["class_type"] == "LumiereSampler")
+
+
+# ---- registration ------------------------------------------------------------------------------------------------
+
+def test_every_node_registered_with_tooltips(comfy_server, object_info):
+    missing = [n for n in NODE_IDS if n not in object_info]
+    assert not missing, f"not in /object_info: {missing}\n{comfy_server.log()[-3000:]}"
+    for node_id in NODE_IDS:
+        info = object_info[node_id]
+        assert info["category"].startswith("Lumiere/"), node_id
+        assert info["display_name"] and info["description"], node_id
+        for section in ("required", "optional"):
+            for name, spec in info["input"].get(section, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+    log = comfy_server.log()
+    assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if "lumiere" in line.lower())
+
+
+def test_model_folder_lists_safetensors_only(comfy_server, object_info):
+    (comfy_server.base_dir / "models" / "lumiere" / "README.txt").write_text("not a model")
+    options = comfy_server.object_info()["LumiereLoader"]["input"]["required"]["ckpt_name"][1]["options"]
+    assert "tiny_base.safetensors" in options and "README.txt" not in options
+
+
+def test_workflows_listed_as_templates(comfy_server):
+    """ComfyUI offers the bundled workflows in its template browser, under the pack's folder name."""
+    from comfy_harness import PACK_LINK_NAME
+    status, templates = comfy_server.get("/workflow_templates")
+    assert status == 200 and sorted(templates.get(PACK_LINK_NAME, [])) == sorted(BUNDLED), templates
+
+
+# ---- bundled workflows ---------------------------------------------------------------------------------------
+
+def read_webp(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.stack([np.array(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+
+
+def with_lossless_frames(prompt: dict, prefix: str) -> dict:
+    """The same prompt, saving the frames that reach CreateVideo losslessly too (h264 encoding is not bitwise
+    reproducible here, so exact comparisons use these)."""
+    p = with_prefix(json.loads(json.dumps(prompt)), prefix)
+    create = next(n for n in p.values() if n["class_type"] == "CreateVideo")
+    p["lossless"] = {"class_type": "SaveAnimatedWEBP", "inputs": {
+        "images": create["inputs"]["images"], "filename_prefix": prefix + "_frames", "fps": 8.0, "lossless": True,
+        "quality": 100, "method": "default"}}
+    return p
+
+
+def run_and_read(server, prompt: dict, prefix: str):
+    entry = server.run(with_lossless_frames(prompt, prefix))
+    files = server.output_files(entry)
+    mp4 = [f for f in files if f.suffix == ".mp4"]
+    webp = [f for f in files if f.suffix == ".webp"]
+    assert len(mp4) == 1 and len(webp) == 1, entry["outputs"]
+    return entry, read_video(mp4[0]), read_webp(webp[0])
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_workflow_runs(comfy_server, api_workflows, name):
+    """Runs and saves an mp4 of the expected frames and size, not blank; the same seed gives the same frames."""
+    prompt = api_workflows[name]
+    t0 = time.time()
+    _, video, frames = run_and_read(comfy_server, prompt, f"test/{name}_a")
+    shape = expected_shape(comfy_server, name)
+    assert video.shape[:3] == shape and frames.shape[:3] == shape
+    assert frames.std() > 1.0, "blank video"
+    print(f"{name}: {frames.shape} in {time.time() - t0:.1f}s")
+
+    free_cache(comfy_server)
+    second, _, again = run_and_read(comfy_server, prompt, f"test/{name}_b")
+    assert sampler_id(prompt) not in cached_nodes(second), "the sampler did not run again"
+    np.testing.assert_array_equal(again, frames)
+
+
+def test_core_ksampler_and_sampler_custom_advanced(comfy_server, api_workflows):
+    """The MODEL works with core samplers, not only the pack's."""
+    base = api_workflows["text_to_video"]
+    s = sampler_id(base)
+    inputs = base[s]["inputs"]
+    ks = dict(base)
+    ks[s] = {"class_type": "KSampler", "inputs": {
+        "model": inputs["model"], "positive": inputs["positive"], "negative": inputs["negative"],
+        "latent_image": inputs["latent"], "seed": 3, "steps": 3, "cfg": 2.0, "sampler_name": "euler",
+        "scheduler": "karras", "denoise": 1.0}}
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(ks, "test/core_ksampler")))
+    adv = dict(base)
+    adv.update({
+        "30": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "31": {"class_type": "CFGGuider", "inputs": {"model": inputs["model"], "positive": inputs["positive"],
+                                                     "negative": inputs["negative"], "cfg": 2.0}},
+        "32": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
+        "33": {"class_type": "BasicScheduler", "inputs": {"model": inputs["model"], "scheduler": "karras",
+                                                          "steps": 3, "denoise": 1.0}},
+    })
+    adv[s] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["30", 0], "guider": ["31", 0], "sampler": ["32", 0], "sigmas": ["33", 0],
+        "latent_image": inputs["latent"]}}
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(adv, "test/core_custom_advanced")))
+
+
+def test_core_context_windows_with_conditioning(comfy_server, api_workflows):
+    """Core ContextWindowsManual (dim 2) + core KSampler on image-to-video: the <C, M> conditioning is sliced per
+    window (core 0.3.75 does not slice c_concat; the model does)."""
+    base = read_config(model_file(comfy_server, model_substitutes()["lumiere_demo_base.safetensors"]))
+    m = 2 ** sum(base.temporal.temporal_down)
+    p = json.loads(json.dumps(api_workflows["image_to_video"]))
+    s = sampler_id(p)
+    inputs = p[s]["inputs"]
+    p["40"] = {"class_type": "ContextWindowsManual", "inputs": {
+        "model": inputs["model"], "context_length": 2 * m, "context_overlap": m, "context_schedule": "standard_static",
+        "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid", "dim": 2}}
+    p[s] = {"class_type": "KSampler", "inputs": {
+        "model": ["40", 0], "positive": inputs["positive"], "negative": inputs["negative"],
+        "latent_image": inputs["latent"], "seed": 0, "steps": 3, "cfg": 2.0, "sampler_name": "euler",
+        "scheduler": "normal", "denoise": 1.0}}
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(p, "test/context_windows")))
+
+
+def test_ssr_multidiffusion_over_windows(comfy_server, api_workflows):
+    """SSR over a 16-frame clip with 4-frame windows (overlap 2): several windows, fused, 2x the size."""
+    names = model_substitutes()
+    p = {
+        "1": {"class_type": "LumiereLoader", "inputs": {"ckpt_name": names["lumiere_demo_ssr.safetensors"]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square moving down"}},
+        "3": {"class_type": "LoadVideo", "inputs": {"file": "lumiere_example_clip.mp4 [temp]"}},
+        "4": {"class_type": "GetVideoComponents", "inputs": {"video": ["3", 0]}},
+        "5": {"class_type": "LumiereSSRUpscale", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "frames": ["4", 0], "scale": 2,
+            "window": 4, "overlap": 2, "fuse": "ramped", "seed": 0, "steps": 3, "cfg": 1.0,
+            "sampler_name": "ddim", "scheduler": "normal"}},
+        "6": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["5", 0], "filename_prefix": "test/ssr_windows",
+                                                           "fps": 8.0, "lossless": True, "quality": 80,
+                                                           "method": "default"}},
+    }
+    entry = comfy_server.run(p)
+    webp = Image.open(comfy_server.output_files(entry)[0])
+    assert webp.n_frames == 16 and webp.size == (64, 64)
+
+
+# ---- bad graphs -------------------------------------------------------------------------------------------------
+
+def expect_node_error(server, prompt, node_id: str, words: list[str]):
+    """A bad graph: HTTP 400 with node_errors for node_id, or an execution_error raised by node_id; the message
+    names the problem. Then the server still runs the next prompt."""
+    status, body = server.queue(prompt)
+    if status == 400:
+        assert node_id in body.get("node_errors", {}), body
+        text = str(body["node_errors"][node_id])
+    else:
+        entry = server.wait(body["prompt_id"])
+        err = execution_error(entry)
+        assert entry["status"]["status_str"] == "error" and err, entry["status"]
+        assert err["node_id"] == node_id, err
+        text = err["exception_message"]
+    for w in words:
+        assert w in text, text
+    return text
+
+
+@pytest.fixture()
+def still_alive(comfy_server, api_workflows):
+    yield
+    entry = comfy_server.run(with_prefix(api_workflows["text_to_video"], f"test/alive_{uuid.uuid4().hex[:6]}"))
+    assert saved_videos(comfy_server, entry)
+
+
+def test_bad_mask_size(comfy_server, api_workflows, still_alive):
+    p = dict(api_workflows["inpainting"])
+    p["40"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 24, "height": 20}}
+    cond = next(k for k, n in p.items() if n["class_type"] == "LumiereConditioning")
+    p[cond] = {**p[cond], "inputs": {**p[cond]["inputs"], "mask": ["40", 0]}}
+    expect_node_error(comfy_server, p, cond, ["mask", "32x32"])
+
+
+def test_frames_not_divisible(comfy_server, api_workflows, still_alive):
+    p = dict(api_workflows["text_to_video"])
+    empty = next(k for k, n in p.items() if n["class_type"] == "LumiereEmptyVideo")
+    p[empty] = {**p[empty], "inputs": {**p[empty]["inputs"], "frames": 7}}
+    expect_node_error(comfy_server, p, sampler_id(p), ["latent", "7 frames", "multiple of"])
+
+
+def test_missing_model_file(comfy_server, api_workflows, still_alive):
+    p = dict(api_workflows["text_to_video"])
+    loader = next(k for k, n in p.items() if n["class_type"] == "LumiereLoader")
+    p[loader] = {**p[loader], "inputs": {"ckpt_name": "no_such_model.safetensors"}}
+    expect_node_error(comfy_server, p, loader, ["ckpt_name", "no_such_model.safetensors"])
+
+
+def test_alpha_out_of_range(comfy_server, api_workflows, still_alive):
+    p = dict(api_workflows["stylized"])
+    st = next(k for k, n in p.items() if n["class_type"] == "LumiereStylize")
+    p[st] = {**p[st], "inputs": {**p[st]["inputs"], "alpha": 1.5}}
+    expect_node_error(comfy_server, p, st, ["alpha"])
+
+
+def test_corrupt_model_file(comfy_server, api_workflows, still_alive):
+    bad = comfy_server.base_dir / "models" / "lumiere" / "test_corrupt.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    p = dict(api_workflows["text_to_video"])
+    loader = next(k for k, n in p.items() if n["class_type"] == "LumiereLoader")
+    p[loader] = {**p[loader], "inputs": {"ckpt_name": bad.name}}
+    expect_node_error(comfy_server, p, loader, [bad.name, "not a safetensors file"])
+
+
+# ---- progress, previews, Cancel ------------------------------------------------------------------------------------
+
+def long_run(api_workflows, steps: int, prefix: str, frames: int | None = None) -> dict:
+    p = with_prefix(json.loads(json.dumps(api_workflows["text_to_video"])), prefix)
+    s = sampler_id(p)
+    p[s]["inputs"].update(steps=steps, seed=int(time.time()))
+    if frames:
+        empty = next(n for n in p.values() if n["class_type"] == "LumiereEmptyVideo")
+        empty["inputs"]["frames"] = frames
+    return p
+
+
+def test_progress_and_whole_clip_previews(comfy_server, api_workflows):
+    """Previews arrive with --preview-method none, one per step, each a grid of every frame (3 x the frame
+    multiple: a non-square grid, so a single frame cannot pass for it)."""
+    base = read_config(model_file(comfy_server, model_substitutes()["lumiere_demo_base.safetensors"]))
+    frames, size = 3 * 2 ** sum(base.temporal.temporal_down), base.resolution
+    cols = int(np.ceil(np.sqrt(frames)))
+    rows = int(np.ceil(frames / cols))
+    pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
+    client = uuid.uuid4().hex
+    ws = WsListener(comfy_server.url, client).start()
+    try:
+        p = long_run(api_workflows, 5, "test/previews", frames)
+        status, body = comfy_server.queue(p, client_id=client)
+        assert status == 200, body
+        assert comfy_server.wait(body["prompt_id"])["status"]["status_str"] == "success"
+        time.sleep(0.5)
+    finally:
+        ws.stop()
+    progress = [d for d in ws.of_type("progress") if d["node"] == sampler_id(p)]
+    assert [d["value"] for d in progress] == [1, 2, 3, 4, 5] and progress[-1]["max"] == 5
+    assert len(ws.previews) == 5
+    event, kind, data = ws.previews[-1]
+    img = Image.open(io.BytesIO(data))
+    assert (event, kind, img.format) == (1, 1, "JPEG")
+    # the server scales previews to fit 512 px: compare the grid's aspect ratio
+    assert abs(img.size[0] / img.size[1] - cols / rows) < 0.02, (img.size, cols, rows)
+
+
+def test_cancel_interrupts_sampling(comfy_server, api_workflows):
+    pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
+    client = uuid.uuid4().hex
+    ws = WsListener(comfy_server.url, client).start()
+    try:
+        p = long_run(api_workflows, 1000, "test/cancel")
+        status, body = comfy_server.queue(p, client_id=client)
+        assert status == 200, body
+        ws.wait_for(lambda m: m.get("type") == "progress" and m["data"]["value"] >= 2, timeout=120)
+        assert http(comfy_server.url + "/interrupt", {})[0] == 200
+        entry = comfy_server.wait(body["prompt_id"], timeout=120)
+    finally:
+        ws.stop()
+    kinds = [k for k, _ in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    values = [d["value"] for d in ws.of_type("progress") if d["node"] == sampler_id(p)]
+    assert max(values) < 1000
