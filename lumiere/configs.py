@@ -120,10 +120,19 @@ PRESETS: dict[str, ModelConfig] = {
     "demo": ModelConfig(
         unet=UNetConfig(in_channels=7, base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1,
                         attn_levels=(2,), head_dim=32, context_dim=64),
-        temporal=TemporalConfig(temporal_down=(True, True), attn_layers=2, attn_head_dim=32,
+        temporal=TemporalConfig(temporal_down=(True, True), attn_layers=1, attn_head_dim=32,
                                 attn_mode="spacetime"),
         text=TextConfig(max_tokens=8, width=64, layers=2, heads=2),
         num_frames=16, resolution=32, fps=8, preset="demo",
+    ),
+    # The shipped demo SSR: 32 -> 64 px (x2), trained and run on 8-frame windows (temporal MultiDiffusion).
+    "ssr_demo": ModelConfig(
+        unet=UNetConfig(in_channels=6, base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1,
+                        attn_levels=(), head_dim=32, context_dim=32),
+        temporal=TemporalConfig(temporal_down=(True, False), attn_layers=1, attn_head_dim=32,
+                                attn_mode="temporal"),
+        text=TextConfig(max_tokens=8, width=32, layers=1, heads=2),
+        role="ssr", conditioning="lowres", num_frames=8, resolution=64, fps=8, scale=2, preset="ssr_demo",
     ),
     # Imagen-scale pixel base at 128x128x80 frames (80 -> 40 -> 20 -> 10 -> 5). For GPU users; T5-XXL width.
     "paper": ModelConfig(

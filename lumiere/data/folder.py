@@ -1,0 +1,108 @@
+"""A folder of captioned videos for real training: `clip.mp4` (or .webm/.gif/.mov/.mkv) + `clip.txt` (caption).
+
+Each video is decoded with PyAV, resampled to the model's frame rate (nearest frame in time), centre-cropped
+to a square and resized to the model's resolution. A training clip is `frames` consecutive resampled frames from
+a random start (videos shorter than that are looped). Videos without a caption file get the empty caption
+(they still train the unconditional model). Decoded videos are cached in memory (after resizing, they are small).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi")
+
+
+def decode_video(path: str | Path, fps: float | None = None, size: int | None = None,
+                 max_frames: int | None = None) -> torch.Tensor:
+    """Decode a video file -> (3, t, size, size) in -1..1, resampled to `fps` (None: every frame)."""
+    import av  # PyAV
+
+    path = Path(path)
+    frames, times = [], []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                img = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # (h, w, 3) uint8
+                t = float(frame.time) if frame.time is not None else len(frames) / float(stream.average_rate or 8)
+                frames.append(img)
+                times.append(t)
+    except av.error.FFmpegError as e:  # type: ignore[attr-defined]
+        raise ValueError(f"{path}: cannot decode video: {e}") from None
+    if not frames:
+        raise ValueError(f"{path}: no video frames")
+    video = torch.stack(frames).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, t, h, w)
+    if fps:
+        t0, t1 = times[0], times[-1]
+        n = max(1, int((t1 - t0) * fps) + 1)
+        want = t0 + torch.arange(n, dtype=torch.float64) / fps
+        ts = torch.tensor(times, dtype=torch.float64)
+        idx = (want[:, None] - ts[None]).abs().argmin(dim=1)
+        video = video[:, idx]
+    if max_frames:
+        video = video[:, :max_frames]
+    if size:
+        _, t, h, w = video.shape
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        video = video[:, :, y0:y0 + s, x0:x0 + s]
+        video = F.interpolate(video.permute(1, 0, 2, 3), size=(size, size), mode="area" if s > size else "bilinear",
+                              **({} if s > size else {"align_corners": False})).permute(1, 0, 2, 3)
+    return video.clamp(-1, 1).contiguous()
+
+
+class FolderDataset:
+    """Captioned videos in a folder (searched recursively); `clips`/`images` match `ProceduralClips`."""
+
+    def __init__(self, root: str | Path, frames: int = 16, size: int = 32, fps: float | None = 8,
+                 cache: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"data.path: {self.root} is not a folder")
+        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not self.files:
+            raise ValueError(f"data.path: no videos ({', '.join(VIDEO_EXTENSIONS)}) in {self.root}")
+        self.frames, self.size, self.fps = frames, size, fps
+        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def caption(self, i: int) -> str:
+        txt = self.files[i].with_suffix(".txt")
+        return txt.read_text().strip() if txt.exists() else ""
+
+    def video(self, i: int) -> torch.Tensor:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        v = decode_video(self.files[i], self.fps, self.size)
+        if self.cache is not None:
+            self.cache[i] = v
+        return v
+
+    def clip(self, i: int, start: int) -> torch.Tensor:
+        v = self.video(i)
+        t = v.shape[1]
+        idx = (start + torch.arange(self.frames)) % t  # loop short videos
+        return v[:, idx]
+
+    def clips(self, n: int, generator: torch.Generator, frames: int | None = None, size: int | None = None):
+        if (frames and frames != self.frames) or (size and size != self.size):
+            raise ValueError("FolderDataset: frames/size are fixed at construction")
+        idx = torch.randint(len(self.files), (n,), generator=generator).tolist()
+        u = torch.rand(n, generator=generator).tolist()
+        out, caps = [], []
+        for i, r in zip(idx, u):
+            t = self.video(i).shape[1]
+            start = int(r * max(1, t - self.frames + 1))
+            out.append(self.clip(i, start))
+            caps.append(self.caption(i))
+        return torch.stack(out), caps, [{"file": str(self.files[i])} for i in idx]
+
+    def images(self, n: int, generator: torch.Generator, size: int | None = None):
+        video, caps, specs = self.clips(n, generator, size=size)
+        k = torch.randint(video.shape[2], (n,), generator=generator)
+        return video[torch.arange(n), :, k], caps, specs

@@ -1,0 +1,391 @@
+"""Measured quality of the shipped demo models: `python -m lumiere eval --json [--models DIR] [--quick]`.
+
+Everything is seeded and measured from pixels on held-out procedural prompts (colour, shape, direction combos
+never seen in training):
+- prompt adherence (colour / shape / motion-direction accuracy) of the STUNet against the per-frame T2I baseline
+  (the same model's T2I weights run frame by frame with independent noise: `pipeline.FramewiseT2I`) and against
+  ground-truth clips (which validates the metrics themselves);
+- temporal consistency: frame-to-frame flicker, object-size and object-colour stability;
+- image-to-video frame-0 PSNR, inpainting / outpainting known-region PSNR, cinemagraph static-region PSNR;
+- SSR PSNR against the ground-truth high-resolution clip, next to bicubic up-sampling;
+- MultiDiffusion: the frame-difference spike at a window boundary, disjoint windows against fused windows;
+- initialization ablation: temporal-stage loss after N steps, identity (the paper) against He-initialized
+  temporal resampling convs, same data and noise;
+- stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import conditioning as cond_lib
+from .checkpoint import LumiereBundle, load_model
+from .data.procedural import (BG_NAMES, COLOURS, DIR_VEC, SHAPES, ProceduralClips, caption, heldout_combos)
+from .pipeline import generate, upscale
+
+DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
+BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
+TARGETS = {"direction_acc": 0.90, "colour_acc": 0.95, "i2v_frame0_psnr": 30.0, "known_region_psnr": 35.0,
+           "ssr_gain_over_bicubic_db": 1.0, "multidiffusion_spike_ratio_max": 1.2}
+
+
+# ---- measuring objects from pixels ----------------------------------------------------------------------------
+def analyse(video: torch.Tensor, first_frames: int | None = None) -> dict:
+    """One clip (3, t, h, w) in -1..1 -> the object's colour, shape, direction and stability, from pixels.
+
+    Background = per-frame median of the border pixels; object = pixels whose max channel differs from it by > 0.3
+    (in 0..1 units). Direction = the sign of the larger least-squares centroid velocity over the first
+    `first_frames` (default: half the clip, before any bounce); < 1 px of travel there is "static".
+    """
+    v = (video.float().clamp(-1, 1) + 1) / 2
+    _, t, h, w = v.shape
+    border = torch.cat([v[:, :, 0], v[:, :, -1], v[:, :, :, 0], v[:, :, :, -1]], dim=-1)  # (3, t, 2h+2w)
+    bg = border.median(dim=-1).values  # (3, t)
+    diff = (v - bg[:, :, None, None]).abs().amax(dim=0)  # (t, h, w)
+    mask = diff > 0.3
+    area = mask.flatten(1).sum(1).float()  # (t,)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ok = area >= 3
+    cx = (mask * xs).flatten(1).sum(1) / area.clamp(min=1)
+    cy = (mask * ys).flatten(1).sum(1) / area.clamp(min=1)
+    rgb_frames = (v * mask[None]).flatten(2).sum(2) / area.clamp(min=1)  # (3, t)
+    res = {"area_mean": float(area.mean()), "valid_frames": int(ok.sum())}
+    if ok.sum() == 0:
+        return {**res, "colour": None, "shape": None, "direction": "none", "travel": 0.0,
+                "size_cv": float("nan"), "colour_std": float("nan")}
+    rgb = (rgb_frames[:, ok] * area[ok]).sum(1) / area[ok].sum()
+    names = list(COLOURS)
+    pal = torch.tensor([COLOURS[n] for n in names])
+    res["colour"] = names[int(((pal - rgb) ** 2).sum(1).argmin())]
+    # shape: fill ratio of the mask in its bounding box, median over frames (circle ~0.79, square ~1, triangle ~0.5)
+    fills = []
+    for k in range(t):
+        if area[k] >= 6:
+            yy, xx = torch.nonzero(mask[k], as_tuple=True)
+            box = float((yy.max() - yy.min() + 1) * (xx.max() - xx.min() + 1))
+            fills.append(float(area[k]) / box)
+    fill = float(torch.tensor(fills).median()) if fills else float("nan")
+    res["fill"] = fill
+    res["shape"] = None if not fills else ("square" if fill > 0.88 else "circle" if fill > 0.64 else "triangle")
+    n = first_frames or max(2, t // 2)
+    sel = torch.nonzero(ok[:n]).flatten()
+    if len(sel) >= 2:
+        tt = sel.float()
+        tc = tt - tt.mean()
+        vx = float((tc * (cx[sel] - cx[sel].mean())).sum() / (tc ** 2).sum())
+        vy = float((tc * (cy[sel] - cy[sel].mean())).sum() / (tc ** 2).sum())
+        travel = math.hypot(vx, vy) * float(tt.max() - tt.min())
+        if travel < 1.0:
+            direction = "static"
+        elif abs(vx) >= abs(vy):
+            direction = "right" if vx > 0 else "left"
+        else:
+            direction = "down" if vy > 0 else "up"
+    else:
+        direction, travel = "none", 0.0
+    res.update(direction=direction, travel=travel,
+               size_cv=float(area[ok].std() / area[ok].mean()) if ok.sum() > 1 else 0.0,
+               colour_std=float(rgb_frames[:, ok].std(dim=1).mean()) if ok.sum() > 1 else 0.0)
+    return res
+
+
+def flicker(video: torch.Tensor) -> float:
+    """Mean |frame[t+1] - frame[t]| in 0..1 units.  video (b, 3, t, h, w) or (3, t, h, w)"""
+    v = (video.float().clamp(-1, 1) + 1) / 2
+    return float((v[..., 1:, :, :] - v[..., :-1, :, :]).abs().mean())
+
+
+def frame_diffs(video: torch.Tensor) -> torch.Tensor:
+    """Per-transition mean |frame[t+1] - frame[t]|, averaged over the batch.  (b, 3, t, h, w) -> (t - 1,)"""
+    v = (video.float().clamp(-1, 1) + 1) / 2
+    return (v[:, :, 1:] - v[:, :, :-1]).abs().mean(dim=(0, 1, 3, 4))
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB on 0..1 units (inputs in -1..1), optionally over the pixels where mask == 1."""
+    err = ((a.float() - b.float()) / 2) ** 2
+    if mask is not None:
+        m = mask.float().expand_as(err)
+        mse = float((err * m).sum() / m.sum().clamp(min=1))
+    else:
+        mse = float(err.mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def adherence(clips: list[dict], specs: list[dict]) -> dict:
+    n = len(specs)
+    col = sum(c["colour"] == s["colour"] for c, s in zip(clips, specs)) / n
+    shp = sum(c["shape"] == s["shape"] for c, s in zip(clips, specs)) / n
+    dirn = sum(c["direction"] == s["direction"] for c, s in zip(clips, specs)) / n
+    static = sum(c["direction"] in ("static", "none") for c in clips) / n
+    cv = [c["size_cv"] for c in clips if c["size_cv"] == c["size_cv"]]
+    cs = [c["colour_std"] for c in clips if c["colour_std"] == c["colour_std"]]
+    return {"n": n, "colour_acc": round(col, 4), "shape_acc": round(shp, 4), "direction_acc": round(dirn, 4),
+            "static_or_empty": round(static, 4),
+            "mean_travel_px": round(sum(c["travel"] for c in clips) / n, 3),
+            "size_cv": round(sum(cv) / max(1, len(cv)), 4), "colour_std": round(sum(cs) / max(1, len(cs)), 4)}
+
+
+# ---- the evaluation ---------------------------------------------------------------------------------------------
+def eval_specs(n_per_combo: int) -> list[dict]:
+    out = []
+    for k in range(n_per_combo):
+        for i, (c, s, d) in enumerate(heldout_combos()):
+            out.append(dict(colour=c, shape=s, direction=d, background=BG_NAMES[(i + k) % 2]))  # black / gray
+    return out
+
+
+def ground_truth(specs: list[dict], frames: int, size: int, seed: int) -> torch.Tensor:
+    data = ProceduralClips(size=size, frames=frames, split="heldout")
+    return data.render_specs(specs, torch.Generator().manual_seed(seed), frames, size)
+
+
+def t2i_bundle(base: LumiereBundle) -> LumiereBundle:
+    """The per-frame baseline: the base model's own T2I weights, applied frame by frame (no temporal layers)."""
+    return LumiereBundle(base.model.unet, base.text_encoder, base.config)
+
+
+def run_batches(fn, items: list, batch: int) -> list:
+    out = []
+    for i in range(0, len(items), batch):
+        out.append(fn(items[i:i + batch], i))
+    return out
+
+
+def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
+             log=print, per_combo: int = 2, bf16: bool = True) -> dict:
+    """All the figures, as a dict. Sampling runs under bf16 autocast by default (about 2x faster on CPU)."""
+    if threads:
+        torch.set_num_threads(threads)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        res = _evaluate(models, quick, seed, log, per_combo)
+    res["settings"]["bf16_autocast"] = bf16
+    return res
+
+
+def _evaluate(models, quick: bool, seed: int, log, per_combo: int) -> dict:
+    models = Path(models)
+    t_start = time.time()
+    res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": TARGETS}
+    steps = 4 if quick else 20
+    n_per_combo = 1 if quick else per_combo
+    cfg_scale = 4.0
+    base = load_model(models / BASE)
+    bc = base.config
+    T, S = bc.num_frames, bc.resolution
+    specs = eval_specs(n_per_combo)
+    if quick:
+        specs = specs[:2]
+    prompts = [caption(**s) for s in specs]
+    res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": steps,
+                       "cfg": cfg_scale, "held_out_combos": [list(c) for c in heldout_combos()]}
+    gt = ground_truth(specs, T, S, seed)
+    bs = 4
+
+    def gen(bundle, idx_prompts, i, **kw):
+        return generate(bundle, idx_prompts, steps=steps, cfg=cfg_scale, seed=seed + i, **kw)
+
+    # 1. prompt adherence + temporal consistency: STUNet vs per-frame T2I vs ground truth
+    log(f"[eval] text-to-video: {len(specs)} held-out clips")
+    vids = torch.cat(run_batches(lambda p, i: gen(base, p, i), prompts, bs))
+    log("[eval] per-frame T2I baseline")
+    t2i = t2i_bundle(base)
+    base_vids = torch.cat(run_batches(lambda p, i: gen(t2i, p, i), prompts, bs))
+    rows = {}
+    for name, v in (("stunet", vids), ("framewise_t2i", base_vids), ("ground_truth", gt)):
+        a = [analyse(x) for x in v]
+        rows[name] = {**adherence(a, specs), "flicker": round(flicker(v), 4)}
+    res["text_to_video"] = rows
+    res["samples"] = [{"prompt": p, "stunet": {k: a[k] for k in ("colour", "shape", "direction")}}
+                      for p, a in zip(prompts, [analyse(x) for x in vids])]
+
+    # 2. conditioning tasks on ground-truth held-out clips
+    log("[eval] conditioning tasks")
+    n_c = 2 if quick else 8
+    g = gt[:n_c]
+    p_c = prompts[:n_c]
+    tasks = {}
+    C, M = cond_lib.image_to_video(g[:, :, 0], T)
+    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
+    a = [analyse(x) for x in out]
+    tasks["image_to_video"] = {"frame0_psnr": round(psnr(out[:, :, 0], g[:, :, 0]), 2),
+                               "direction_acc": adherence(a, specs[:n_c])["direction_acc"],
+                               "flicker": round(flicker(out), 4)}
+    known = torch.ones(S, S)
+    known[S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
+    C, M = cond_lib.inpaint(g, known)
+    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
+    tasks["inpaint"] = {"known_region_psnr": round(psnr(out, g, M), 2),
+                        "unknown_region_psnr": round(psnr(out, g, 1 - M), 2)}
+    p = S // 8
+    C, M = cond_lib.outpaint(g[:, :, :, p:S - p, p:S - p], (p, p, p, p))
+    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
+    tasks["outpaint"] = {"known_region_psnr": round(psnr(out, g, M), 2), "pad_px": p}
+    region = torch.zeros(S, S)
+    region[:, S // 2:] = 1  # the right half animates
+    C, M = cond_lib.cinemagraph(g[:, :, 0], region, T)
+    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
+    static = M.clone()
+    tasks["cinemagraph"] = {"static_region_psnr": round(psnr(out, C, static), 2)}
+    res["conditioning"] = tasks
+
+    # 3. SSR vs bicubic, and the MultiDiffusion boundary spike
+    if (models / SSR).exists():
+        log("[eval] SSR")
+        ssr = load_model(models / SSR)
+        sc = ssr.config
+        s_hi = S * sc.scale
+        n_s = 1 if quick else 4
+        hi = ground_truth(specs[:n_s], T, s_hi, seed + 1)
+        lo = F.interpolate(hi, size=(T, S, S), mode="area")
+        bic = F.interpolate(lo.transpose(1, 2).reshape(-1, 3, S, S), scale_factor=sc.scale, mode="bicubic",
+                            align_corners=False).reshape(n_s, T, 3, s_hi, s_hi).transpose(1, 2).clamp(-1, 1)
+        ssr_steps = 4 if quick else 20
+        win = sc.num_frames
+        up = torch.cat([upscale(ssr, lo[i:i + 1], prompts[i], window=win, overlap=win // 2, steps=ssr_steps,
+                                seed=seed + i) for i in range(n_s)])
+        res["ssr"] = {"clips": n_s, "size_in": S, "size_out": s_hi, "window": win, "overlap": win // 2,
+                      "psnr_ssr": round(psnr(up, hi), 2), "psnr_bicubic": round(psnr(bic, hi), 2),
+                      "psnr_bilinear": round(psnr(torch.nn.functional.interpolate(
+                          lo, size=(T, s_hi, s_hi), mode="trilinear", align_corners=False), hi), 2)}
+        res["ssr"]["gain_over_bicubic_db"] = round(res["ssr"]["psnr_ssr"] - res["ssr"]["psnr_bicubic"], 2)
+        # disjoint windows (no fusing) vs MultiDiffusion: frame differences around the window boundary
+        disjoint = torch.cat([torch.cat([upscale(ssr, lo[i:i + 1, :, k:k + win], prompts[i], window=win,
+                                                 steps=ssr_steps, seed=seed + i)
+                                         for k in range(0, T, win)], dim=2) for i in range(n_s)])
+        bounds = list(range(win - 1, T - 1, win))  # transitions win-1 -> win, ...
+
+        def spike(v):
+            d = frame_diffs(v)
+            inner = [d[k] for k in range(len(d)) if k not in bounds]
+            return float(torch.stack([d[k] for k in bounds]).mean() / torch.stack(inner).mean())
+        res["multidiffusion"] = {"boundary_transitions": bounds,
+                                 "spike_ratio_disjoint": round(spike(disjoint), 3),
+                                 "spike_ratio_multidiffusion": round(spike(up), 3),
+                                 "spike_ratio_ground_truth": round(spike(hi), 3),
+                                 "psnr_disjoint": round(psnr(disjoint, hi), 2)}
+    else:
+        res["ssr"] = {"missing": str(models / SSR)}
+
+    # 4. stylization: warmth vs alpha
+    if (models / STYLE).exists():
+        log("[eval] stylization")
+        from .stylize import stylize
+        from .train.stages import style_statistic, style_transform
+        style = load_model(models / STYLE)
+        sd = style.model.state_dict()
+        orig = {k: v.clone() for k, v in base.model.unet.state_dict().items()}
+        alphas = [0.0, 0.5, 1.0] if quick else [0.0, 0.25, 0.5, 0.75, 1.0]
+        n_st = 1 if quick else 4
+        stat = []
+        for al in alphas:
+            base.model.unet.load_state_dict(orig)
+            stylize(base.model, sd, al)
+            v = torch.cat(run_batches(lambda p, i: gen(base, p, i), prompts[:n_st], bs))
+            stat.append(round(style_statistic(v), 4))
+        base.model.unet.load_state_dict(orig)
+        mono = all(b >= a for a, b in zip(stat, stat[1:])) or all(b <= a for a, b in zip(stat, stat[1:]))
+        res["stylization"] = {"statistic": "warmth = mean(R - B) in 0..1", "alpha": alphas, "value": stat,
+                              "monotonic": mono,
+                              "style_target_ground_truth": round(style_statistic(
+                                  style_transform(gt[:n_st].transpose(1, 2)).transpose(1, 2)), 4),
+                              "ground_truth": round(style_statistic(gt[:n_st]), 4)}
+    else:
+        res["stylization"] = {"missing": str(models / STYLE)}
+
+    # 5. initialization ablation (a short temporal-stage run from the base's T2I weights)
+    log("[eval] init ablation")
+    res["init_ablation"] = init_ablation(base, steps=2 if quick else 30, batch=1 if quick else 4, seed=seed)
+
+    summary = {
+        "direction_acc": rows["stunet"]["direction_acc"], "direction_acc_framewise": rows["framewise_t2i"]["direction_acc"],
+        "colour_acc": rows["stunet"]["colour_acc"], "colour_acc_framewise": rows["framewise_t2i"]["colour_acc"],
+        "flicker": rows["stunet"]["flicker"], "flicker_framewise": rows["framewise_t2i"]["flicker"],
+        "flicker_ground_truth": rows["ground_truth"]["flicker"],
+        "i2v_frame0_psnr": tasks["image_to_video"]["frame0_psnr"],
+        "inpaint_known_psnr": tasks["inpaint"]["known_region_psnr"],
+        "outpaint_known_psnr": tasks["outpaint"]["known_region_psnr"],
+        "cinemagraph_static_psnr": tasks["cinemagraph"]["static_region_psnr"],
+    }
+    if "psnr_ssr" in res["ssr"]:
+        summary.update(ssr_psnr=res["ssr"]["psnr_ssr"], bicubic_psnr=res["ssr"]["psnr_bicubic"],
+                       md_spike=res["multidiffusion"]["spike_ratio_multidiffusion"],
+                       disjoint_spike=res["multidiffusion"]["spike_ratio_disjoint"])
+    met = {
+        "direction_acc": summary["direction_acc"] >= TARGETS["direction_acc"],
+        "colour_acc": summary["colour_acc"] >= TARGETS["colour_acc"],
+        "i2v_frame0_psnr": summary["i2v_frame0_psnr"] >= TARGETS["i2v_frame0_psnr"],
+        "known_region_psnr": min(summary["inpaint_known_psnr"], summary["outpaint_known_psnr"]) >= TARGETS["known_region_psnr"],
+    }
+    if "psnr_ssr" in res["ssr"]:
+        met["ssr_gain_over_bicubic_db"] = res["ssr"]["gain_over_bicubic_db"] >= TARGETS["ssr_gain_over_bicubic_db"]
+        met["multidiffusion_spike_ratio_max"] = summary["md_spike"] <= TARGETS["multidiffusion_spike_ratio_max"]
+    res["summary"], res["met"] = summary, met
+    res["seconds"] = round(time.time() - t_start, 1)
+    return res
+
+
+def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) -> dict:
+    """Temporal-stage loss after `steps` steps from the base's T2I weights: identity-initialized temporal
+    resampling (the paper) vs He-initialized; the same data, noise levels and noise for both."""
+    import copy
+
+    from .checkpoint import LumiereBundle as LB
+    from .models.unet2d import UNet2D
+    from .train.trainer import Trainer
+    out = {"steps": steps, "batch_size": batch}
+    for mode in ("identity", "he"):
+        unet = UNet2D(copy.deepcopy(base.model.unet.cfg))
+        unet.load_state_dict(base.model.unet.state_dict())
+        cfg = copy.deepcopy(base.config)
+        cfg.temporal, cfg.role = None, "t2i"
+        init = LB(unet, copy.deepcopy(base.text_encoder), cfg)
+        spec = {"stage": "temporal", "preset": cfg.preset, "init_bundle": init, "init_mode": mode,
+                "batch_size": batch, "lr": 8e-4, "warmup": 5, "t_power": 0.5, "seed": seed, "bf16": True,
+                "tasks": {"text": 1.0}, "log_every": 10 ** 9, "checkpoint_minutes": 10 ** 6}
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            tr = Trainer(spec, out=d, quiet=True)
+            losses = [tr.train_step() for _ in range(steps)]
+        k = max(1, steps // 3)
+        out[mode] = {"first_loss": round(losses[0], 5), "mean_loss_last_third": round(sum(losses[-k:]) / k, 5)}
+    return out
+
+
+def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--models", default=str(DEFAULT_MODELS), help="folder with the demo checkpoints")
+    parser.add_argument("--quick", action="store_true", help="a few clips and steps (tests)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fp32", action="store_true", help="sample in fp32 (default: bf16 autocast)")
+    parser.add_argument("--per-combo", type=int, default=2, help="clips per held-out combo (12 combos)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None, help="also write the JSON to this file")
+    return parser
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo, bf16=not args.fp32,
+                   log=(lambda m: print(m, file=sys.stderr, flush=True)))
+    text = json.dumps(res, indent=1)
+    if args.out:
+        Path(args.out).write_text(text)
+    if args.json:
+        print(text)
+    else:
+        for k, v in res["summary"].items():
+            print(f"{k:28s} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="python -m lumiere.eval")
+    add_eval_args(p)
+    sys.exit(eval_command(p.parse_args()))

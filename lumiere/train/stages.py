@@ -1,0 +1,331 @@
+"""The five training stages: how each builds its model from the previous stage and what one batch's loss is.
+
+A stage object has `bundle` (LumiereBundle: the network, its text encoder, its config), `trainable` (the
+parameters the optimizer updates) and `loss(generator) -> scalar`, drawing everything (data, caption dropout,
+noise levels, noise, task masks) from the one `generator`, so a step is a pure function of the saved state.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import conditioning as cond_lib
+from ..checkpoint import LumiereBundle, build_bundle, load_model
+from ..configs import ModelConfig, TemporalConfig, get_preset
+from ..data.procedural import VOCAB, ProceduralClips
+from ..diffusion.schedule import sample_t, v_loss
+from ..models.stunet import STUNet, freeze_t2i, inflate
+from ..models.unet2d import UNet2D, widen_input
+
+STAGES = ("t2i", "temporal", "conditioning", "ssr", "style")
+TASKS = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
+
+
+def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
+    """Deep-merge a dict into a config (e.g. {"unet": {"base_channels": 16}, "num_frames": 8})."""
+    d = cfg.to_dict()
+
+    def merge(a, b):
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict):
+                merge(a[k], v)
+            else:
+                a[k] = v
+    merge(d, overrides)
+    return ModelConfig.from_dict(d)
+
+
+def make_dataset(data: dict, frames: int, size: int, fps: float = 8):
+    kind = data.get("kind", "procedural")
+    if kind == "procedural":
+        return ProceduralClips(size=size, frames=frames, split=data.get("split", "train"),
+                               speed=tuple(data.get("speed", (1.4, 2.0))),
+                               radius=tuple(data.get("radius", (4.0, 6.0))))
+    if kind == "folder":
+        from ..data.folder import FolderDataset
+        return FolderDataset(data["path"], frames=frames, size=size, fps=data.get("fps", fps))
+    raise ValueError(f"data.kind: expected 'procedural' or 'folder', got {kind!r}")
+
+
+def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
+    keep = torch.rand(len(captions), generator=generator) >= p
+    return [c if k else "" for c, k in zip(captions, keep.tolist())]
+
+
+def style_transform(x: torch.Tensor) -> torch.Tensor:
+    """The demo 'style': a warm sepia tone + dark scanlines, on frames in -1..1 (any leading dims, channel dim -3
+    for images (.., 3, h, w))."""
+    img = (x + 1) / 2
+    r, g, b = img.unbind(dim=-3)
+    lum = 0.3 * r + 0.59 * g + 0.11 * b
+    sep = torch.stack([0.25 + 0.75 * lum, 0.12 + 0.6 * lum, 0.05 + 0.3 * lum], dim=-3)
+    h = x.shape[-2]
+    lines = torch.ones(h, 1, dtype=x.dtype)
+    lines[1::2] = 0.7
+    return (sep * lines).clamp(0, 1) * 2 - 1
+
+
+def style_statistic(x: torch.Tensor) -> float:
+    """Warmth: mean (R - B) in 0..1 units over all pixels of images/videos with channels at dim 1."""
+    img = (x.float() + 1) / 2
+    return float((img[:, 0] - img[:, 2]).mean())
+
+
+class Stage:
+    name = ""
+    device = torch.device("cpu")  # set by the Trainer; data are drawn on the CPU (seeded) and moved
+
+    def __init__(self, spec: dict):
+        self.spec = spec
+        self.bundle: LumiereBundle
+        self.trainable: list[torch.nn.Parameter]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.spec.get("batch_size", 8))
+
+    def context(self, captions, generator):
+        te = self.bundle.text_encoder
+        caps = drop_captions(captions, float(self.spec.get("caption_dropout", 0.1)), generator)
+        return te.encode(caps)
+
+    def noise_levels(self, n, generator):
+        c = self.bundle.config
+        return sample_t(n, c.sigma_min, c.sigma_max, generator, power=float(self.spec.get("t_power", 1.0)))
+
+    def counts(self) -> dict:
+        mods = [self.bundle.model] + ([self.bundle.text_encoder] if self.bundle.text_encoder is not None else [])
+        total = sum(p.numel() for m in mods for p in m.parameters())
+        trainable = sum(p.numel() for p in self.trainable)
+        return {"trainable": trainable, "frozen": total - trainable, "total": total}
+
+    def to_dev(self, *xs):
+        return tuple(None if x is None else x.to(self.device) for x in xs)
+
+    def modules(self):
+        return [self.bundle.model] + ([self.bundle.text_encoder] if self.bundle.text_encoder is not None else [])
+
+
+def _base_config(spec: dict) -> ModelConfig:
+    cfg = get_preset(spec.get("preset", "demo"))
+    cfg = apply_overrides(cfg, spec.get("model", {}))
+    if not cfg.text.vocab:
+        cfg.text.vocab = tuple(VOCAB) if spec.get("data", {}).get("kind", "procedural") == "procedural" else \
+            folder_vocab(spec["data"]["path"])
+    return cfg
+
+
+def folder_vocab(root) -> tuple[str, ...]:
+    """Every word of the caption files under `root` (the built-in tokenizer's vocabulary)."""
+    from ..models.text import split_words
+    words = set()
+    for txt in Path(root).rglob("*.txt"):
+        words.update(split_words(txt.read_text()))
+    return tuple(sorted(words))
+
+
+def _load_init(spec: dict) -> LumiereBundle:
+    if spec.get("init_bundle") is not None:  # in-process (eval's init ablation)
+        return spec["init_bundle"]
+    path = spec.get("init")
+    if not path:
+        raise ValueError(f"stage {spec['stage']!r}: expected 'init' (the previous stage's exported checkpoint)")
+    b = load_model(path)
+    for m in (b.model, b.text_encoder):
+        if m is not None:
+            m.train().requires_grad_(True)
+    return b
+
+
+class T2IStage(Stage):
+    """Text-to-image U-Net + built-in text encoder from scratch, on single frames; 10% caption dropout."""
+    name = "t2i"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        cfg = _base_config(spec)
+        cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
+        cfg.unet.in_channels = 3
+        self.bundle = build_bundle(cfg)
+        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+        self.trainable = [p for m in self.modules() for p in m.parameters()]
+
+    def loss(self, generator):
+        x0, caps, _ = self.data.images(self.batch_size, generator)
+        ctx = self.context(caps, generator)
+        t = self.noise_levels(x0.shape[0], generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        return v_loss(self.bundle.model, *self.to_dev(x0, t, noise), None, ctx)
+
+
+def _inflate_from(spec: dict, init: LumiereBundle) -> tuple[STUNet, ModelConfig]:
+    cfg = copy.deepcopy(init.config)
+    preset = _base_config(spec)
+    cfg.temporal = preset.temporal
+    cfg.num_frames, cfg.fps, cfg.preset = preset.num_frames, preset.fps, preset.preset
+    model = init.model if isinstance(init.model, STUNet) else inflate(init.model, cfg.temporal)
+    if spec.get("init_mode", "identity") == "he":  # the paper's init ablation: resampling convs He-initialized
+        for name, m in model.named_modules():
+            if name.startswith(("temporal_down", "temporal_up")) and isinstance(m, torch.nn.Conv1d):
+                torch.nn.init.kaiming_normal_(m.weight)
+                torch.nn.init.zeros_(m.bias)
+    return model, cfg
+
+
+class TemporalStage(Stage):
+    """Inflate the T2I into a STUNet, freeze the T2I (and text encoder), train the temporal layers only.
+
+    With `"tasks"` in the spec it also widens to 7 channels and trains on the <J, C, M> mixture (the
+    conditioning stage, or temporal + conditioning merged in one run).
+    """
+    name = "temporal"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        init = _load_init(spec)
+        model, cfg = _inflate_from(spec, init)
+        self.tasks = spec.get("tasks")
+        if self.tasks:
+            if model.unet.cfg.in_channels != 7:
+                widen_input(model.unet, 7)
+            cfg.unet.in_channels, cfg.conditioning = 7, "jcm"
+        elif cfg.conditioning != "jcm":
+            cfg.conditioning = "none"
+        cfg.unet = model.unet.cfg
+        cfg.role = "base"
+        self.bundle = LumiereBundle(model, init.text_encoder, cfg)
+        self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.get("train_conv_in", True))
+        init.text_encoder.requires_grad_(False)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+
+    def make_cond(self, x0: torch.Tensor, generator: torch.Generator):
+        """A <C, M> per clip from the task mixture (weights `tasks`)."""
+        b, _, t, h, w = x0.shape
+        names = list(self.tasks)
+        probs = torch.tensor([float(self.tasks[k]) for k in names])
+        pick = torch.multinomial(probs, b, replacement=True, generator=generator).tolist()
+        C, M = torch.zeros(b, 3, t, h, w), torch.zeros(b, 1, t, h, w)
+        for i, k in enumerate(pick):
+            task = names[k]
+            u = torch.rand(4, generator=generator)
+            if task == "text":
+                continue
+            if task == "image_to_video":
+                c, m = cond_lib.image_to_video(x0[i:i + 1, :, 0], t)
+            elif task == "inpaint":  # a random box is generated, the rest is known
+                bh, bw = int(h * (0.3 + 0.4 * u[0])), int(w * (0.3 + 0.4 * u[1]))
+                y0, x_0 = int((h - bh) * u[2]), int((w - bw) * u[3])
+                known = torch.ones(h, w)
+                known[y0:y0 + bh, x_0:x_0 + bw] = 0
+                c, m = cond_lib.inpaint(x0[i:i + 1], known)
+            elif task == "outpaint":  # a border band is generated, the centre is known
+                p = [int(v) for v in (u * (w // 4)).round().tolist()]
+                p = [max(1, v) for v in p]
+                inner = x0[i:i + 1, :, :, p[2]:h - p[3], p[0]:w - p[1]]
+                c, m = cond_lib.outpaint(inner, (p[0], p[1], p[2], p[3]))
+            elif task == "cinemagraph":  # frame 0 + everything outside a box around the object's path
+                bh, bw = int(h * (0.4 + 0.4 * u[0])), int(w * (0.4 + 0.4 * u[1]))
+                y0, x_0 = int((h - bh) * u[2]), int((w - bw) * u[3])
+                region = torch.zeros(h, w)
+                region[y0:y0 + bh, x_0:x_0 + bw] = 1
+                c, m = cond_lib.cinemagraph(x0[i:i + 1, :, 0], region, t)
+            else:
+                raise ValueError(f"tasks: unknown task {task!r}; expected one of {TASKS}")
+            C[i], M[i] = c[0] * m[0], m[0]
+        return torch.cat([C, M], dim=1)
+
+    def loss(self, generator):
+        x0, caps, _ = self.data.clips(self.batch_size, generator)
+        ctx = self.context(caps, generator)
+        cond = self.make_cond(x0, generator) if self.tasks else None
+        t = self.noise_levels(x0.shape[0], generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x0, t, noise, cond = self.to_dev(x0, t, noise, cond)
+        return v_loss(self.bundle.model, x0, t, noise, cond, ctx)
+
+
+class ConditioningStage(TemporalStage):
+    name = "conditioning"
+
+
+class SSRStage(Stage):
+    """A STUNet from scratch on (noisy high-res, bilinearly up-sampled low-res) over short windows."""
+    name = "ssr"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        cfg = _base_config({"preset": spec.get("preset", "ssr_demo"), "model": spec.get("model", {})})
+        cfg.role, cfg.conditioning = "ssr", "lowres"
+        cfg.unet.in_channels = 6
+        self.bundle = build_bundle(cfg)
+        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+        self.trainable = [p for m in self.modules() for p in m.parameters()]
+
+    def lowres(self, hi: torch.Tensor) -> torch.Tensor:
+        """(b, 3, t, H, W) -> the SSR's conditioning: area down-sampled by `scale`, bilinearly up-sampled back."""
+        s = self.bundle.config.scale
+        b, c, t, H, W = hi.shape
+        lo = F.interpolate(hi, size=(t, H // s, W // s), mode="area")
+        return F.interpolate(lo, size=(t, H, W), mode="trilinear", align_corners=False)
+
+    def loss(self, generator):
+        x0, caps, _ = self.data.clips(self.batch_size, generator)
+        ctx = self.context(caps, generator)
+        t = self.noise_levels(x0.shape[0], generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x0, t, noise = self.to_dev(x0, t, noise)
+        return v_loss(self.bundle.model, x0, t, noise, self.lowres(x0), ctx)
+
+
+class StyleStage(Stage):
+    """Fine-tune the base's T2I weights (a UNet2D with the base's `net.unet.*` keys) on styled single frames."""
+    name = "style"
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        init = _load_init(spec)
+        unet = init.model.unet if isinstance(init.model, STUNet) else init.model
+        cfg = copy.deepcopy(init.config)
+        cfg.temporal, cfg.role = None, "style"
+        # from a 3-channel T2I: widen (zero-initialised C, M channels) so the keys/shapes match the 7-channel base
+        width = int(spec.get("in_channels", unet.cfg.in_channels))
+        if unet.cfg.in_channels < width:
+            widen_input(unet, width)
+        cfg.unet = unet.cfg
+        cfg.conditioning = {3: "none", 7: "jcm"}.get(unet.cfg.in_channels, cfg.conditioning)
+        self.bundle = LumiereBundle(unet, init.text_encoder, cfg)
+        init.text_encoder.requires_grad_(False)
+        self.trainable = list(unet.parameters())
+        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+
+    def loss(self, generator):
+        x0, caps, _ = self.data.images(self.batch_size, generator)
+        x0 = style_transform(x0)
+        ctx = self.context(caps, generator)
+        t = self.noise_levels(x0.shape[0], generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        extra = self.bundle.model.cfg.in_channels - 3
+        cond = torch.zeros(x0.shape[0], extra, *x0.shape[2:]) if extra else None
+        x0, t, noise, cond = self.to_dev(x0, t, noise, cond)
+        return v_loss(self.bundle.model, x0, t, noise, cond, ctx)
+
+
+STAGE_CLASSES = {"t2i": T2IStage, "temporal": TemporalStage, "conditioning": ConditioningStage,
+                 "ssr": SSRStage, "style": StyleStage}
+
+
+def build_stage(spec: dict) -> Stage:
+    name = spec.get("stage")
+    if name not in STAGE_CLASSES:
+        raise ValueError(f"stage: expected one of {STAGES}, got {name!r}")
+    return STAGE_CLASSES[name](spec)
+
+
+def load_spec(path: str | Path) -> dict:
+    with open(path) as f:
+        return json.load(f)

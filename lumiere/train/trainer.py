@@ -1,0 +1,311 @@
+"""One training loop for every stage: AdamW + warm-up, EMA, grad clipping, bf16 autocast, tqdm + a jsonl loss
+log, atomic time-based checkpoints with exact resume, and data parallelism over `torchrun` processes.
+
+Checkpoint layout (in the run folder `out`):
+  state-{step}.safetensors  weights (`model.*`), EMA (`ema.{i}`), AdamW moments (`opt.{i}.*`) and every rank's
+                            generator state (`rng.{rank}`, uint8) -- tensors only, never a pickle
+  state-{step}.json         step, train time, optimizer scalars, the spec it was trained with
+  latest.json               the pointer to the newest complete pair, replaced atomically (written last)
+  train.jsonl               the loss log
+  model.safetensors         the exported EMA model (a normal Lumiere checkpoint, `load_model` reads it)
+Resume = same spec + `--resume`: the run continues bitwise as if it had not stopped (same world size).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..checkpoint import save_model
+from .stages import build_stage
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class Trainer:
+    def __init__(self, spec: dict, out: str | Path | None = None, resume: bool = False,
+                 max_minutes: float | None = None, max_steps: int | None = None, quiet: bool = False):
+        self.spec = dict(spec)
+        self.out = Path(out or spec.get("out") or f"runs/{spec['stage']}")
+        self.max_minutes = max_minutes if max_minutes is not None else spec.get("max_minutes")
+        self.max_steps = max_steps if max_steps is not None else spec.get("max_steps")
+        self.quiet = quiet
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        threads = spec.get("threads")
+        if threads:
+            torch.set_num_threads(int(threads))
+        seed = int(spec.get("seed", 0))
+        torch.manual_seed(seed)  # model init: identical on every rank (and broadcast below)
+        self.stage = build_stage(self.spec)
+        dev = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev == "cuda":
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(dev)
+        self.device = torch.device(dev)
+        self.stage.device = self.device
+        for m in self.stage.modules():
+            m.to(self.device)
+        self.params = self.stage.trainable
+        for m in self.stage.modules():
+            m.train()
+        if self.world > 1:
+            with torch.no_grad():
+                for m in self.stage.modules():
+                    for t in m.state_dict().values():
+                        dist.broadcast(t, 0)
+        self.generator = torch.Generator().manual_seed(seed * 1000 + self.rank)
+        self.opt = torch.optim.AdamW(self.params, lr=float(spec.get("lr", 5e-4)),
+                                     betas=tuple(spec.get("betas", (0.9, 0.99))),
+                                     weight_decay=float(spec.get("weight_decay", 0.0)))
+        self.ema = [p.detach().clone().float() for p in self.params]
+        self.step = 0
+        self.train_seconds = 0.0
+        self.last_loss = float("nan")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load()
+
+    # ---- schedule -------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        lr, warm = float(self.spec.get("lr", 5e-4)), int(self.spec.get("warmup", 100))
+        f = min(1.0, (step + 1) / max(1, warm))
+        if self.spec.get("decay") == "cosine" and self.max_steps:
+            f *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.max_steps)))
+        return lr * f
+
+    # ---- one step ---------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        bf16 = bool(self.spec.get("bf16", True))
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            loss = self.stage.loss(self.generator)
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        if self.world > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= self.world
+            i = 0
+            for p, g in zip(self.params, grads):
+                n = g.numel()
+                p.grad = flat[i:i + n].view_as(g).clone()
+                i += n
+            lt = loss.detach().clone()
+            dist.all_reduce(lt)
+            loss_value = float(lt) / self.world
+        else:
+            loss_value = float(loss.detach())
+        clip = self.spec.get("grad_clip", 1.0)
+        if clip:
+            torch.nn.utils.clip_grad_norm_(self.params, float(clip))
+        self.opt.step()
+        decay = min(float(self.spec.get("ema", 0.995)), (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for e, p in zip(self.ema, self.params):
+                e.mul_(decay).add_(p.detach().float(), alpha=1 - decay)
+        self.step += 1
+        return loss_value
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {}
+        for i, m in enumerate(self.stage.modules()):
+            t.update({f"model{i}.{k}": v.detach().cpu().contiguous() for k, v in m.state_dict().items()})
+        for i, e in enumerate(self.ema):
+            t[f"ema.{i}"] = e.cpu().contiguous()
+        for i, p in enumerate(self.params):
+            st = self.opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    t[f"opt.{i}.{k}"] = v.detach().cpu().contiguous()
+        rng = self.generator.get_state()
+        if self.world > 1:
+            r = rng.to(self.device)
+            allr = [torch.empty_like(r) for _ in range(self.world)]
+            dist.all_gather(allr, r)
+            allr = [x.cpu() for x in allr]
+        else:
+            allr = [rng]
+        for r, s in enumerate(allr):
+            t[f"rng.{r}"] = s
+        return t
+
+    def save(self) -> None:
+        t = self.state_tensors()  # collective in DDP: every rank calls it
+        if self.rank != 0:
+            return
+        name = f"state-{self.step:08d}"
+        _atomic_save_tensors(self.out / f"{name}.safetensors", t)
+        meta = {"step": self.step, "train_seconds": self.train_seconds, "world_size": self.world,
+                "last_loss": self.last_loss, "spec": self.spec,
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]}
+        _atomic_write_bytes(self.out / f"{name}.json", json.dumps(meta, indent=1).encode())
+        _atomic_write_bytes(self.out / "latest.json", json.dumps({"name": name, "step": self.step}).encode())
+        keep = int(self.spec.get("keep_checkpoints", 2))
+        olds = sorted(self.out.glob("state-*.safetensors"))[:-keep]
+        for f in olds:
+            for g in (f, f.with_suffix(".json")):
+                if g.exists():
+                    g.unlink()
+
+    def load(self) -> bool:
+        ptr = self.out / "latest.json"
+        if not ptr.exists():
+            return False
+        name = json.loads(ptr.read_text())["name"]
+        t = load_file(str(self.out / f"{name}.safetensors"))
+        meta = json.loads((self.out / f"{name}.json").read_text())
+        for i, m in enumerate(self.stage.modules()):
+            pre = f"model{i}."
+            m.load_state_dict({k[len(pre):]: v.to(self.device) for k, v in t.items() if k.startswith(pre)})
+        for i, e in enumerate(self.ema):
+            e.copy_(t[f"ema.{i}"].to(e.device))
+        for i, p in enumerate(self.params):
+            keys = [k for k in t if k.startswith(f"opt.{i}.")]
+            if keys:
+                self.opt.state[p] = {k[len(f"opt.{i}."):]: (t[k].clone() if k.endswith(".step") else t[k].to(p.device))
+                                     for k in keys}
+        for g, saved in zip(self.opt.param_groups, meta["param_groups"]):
+            g.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
+        key = f"rng.{self.rank}"
+        if key in t and meta.get("world_size", 1) == self.world:
+            self.generator.set_state(t[key])
+        else:
+            self.generator.manual_seed(int(self.spec.get("seed", 0)) * 1000 + self.rank + 7919 * meta["step"])
+        self.step, self.train_seconds = meta["step"], meta["train_seconds"]
+        self.last_loss = meta.get("last_loss", float("nan"))
+        return True
+
+    def export(self, path: str | Path | None = None) -> Path | None:
+        """Write the EMA weights as a normal Lumiere checkpoint (fp32, or `export_dtype`)."""
+        if self.rank != 0:
+            return None
+        path = Path(path or self.out / "model.safetensors")
+        cfg = self.stage.bundle.config
+        notes = dict(cfg.notes)
+        hist = dict(notes.get("training", {}))
+        hist[self.spec["stage"]] = {"steps": self.step, "train_minutes": round(self.train_seconds / 60, 2),
+                                    "last_loss": round(self.last_loss, 5), "world_size": self.world,
+                                    "batch_size": self.stage.batch_size, "lr": self.spec.get("lr"),
+                                    **self.stage.counts(),
+                                    "config": self.spec.get("config_file", "")}
+        notes["training"] = hist
+        notes["data"] = self.spec.get("data", {"kind": "procedural"})
+        cfg.notes = notes
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e.to(p.dtype))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.get("export_dtype", "fp32"))
+        try:
+            save_model(path, self.stage.bundle, dtype=dtype)
+        finally:
+            with torch.no_grad():
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
+        return path
+
+    # ---- the loop ---------------------------------------------------------------------------------------
+    def log(self, rec: dict) -> None:
+        if self.rank == 0:
+            with open(self.out / "train.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def should_stop(self, start: float) -> bool:
+        stop = False
+        if self.max_steps is not None and self.step >= int(self.max_steps):
+            stop = True
+        if self.max_minutes is not None and (time.time() - start) / 60 >= float(self.max_minutes):
+            stop = True
+        if (self.out / "STOP").exists():  # `touch OUT/STOP`: stop cleanly (checkpoint + export)
+            stop = True
+        if self.world > 1:
+            flag = torch.tensor([int(stop)], device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+
+    def run(self) -> dict:
+        counts = self.stage.counts()
+        if self.rank == 0:
+            msg = (f"[train {self.spec['stage']}] start step {self.step}: trainable {counts['trainable']:,} / "
+                   f"frozen {counts['frozen']:,} parameters, world {self.world}, out {self.out}")
+            print(msg, flush=True)
+            self.log({"event": "start", "step": self.step, **counts, "world_size": self.world})
+        ckpt_every = float(self.spec.get("checkpoint_minutes", 5)) * 60
+        log_every = int(self.spec.get("log_every", 20))
+        start = last_ckpt = time.time()
+        acc, n_acc, t_acc = 0.0, 0, time.time()
+        bar = tqdm(total=self.max_steps, initial=self.step, disable=self.quiet or self.rank != 0,
+                   mininterval=float(self.spec.get("tqdm_interval", 10)), desc=self.spec["stage"])
+        while not self.should_stop(start):
+            t0 = time.time()
+            loss = self.train_step()
+            self.train_seconds += time.time() - t0
+            self.last_loss = loss
+            acc, n_acc = acc + loss, n_acc + 1
+            bar.update(1)
+            if self.step % log_every == 0:
+                dt = (time.time() - t_acc) / n_acc
+                bar.set_postfix(loss=f"{acc / n_acc:.4f}", s_per_step=f"{dt:.2f}")
+                self.log({"step": self.step, "loss": acc / n_acc, "lr": self.lr_at(self.step - 1),
+                          "sec_per_step": dt, "train_min": self.train_seconds / 60})
+                acc, n_acc, t_acc = 0.0, 0, time.time()
+            due = time.time() - last_ckpt >= ckpt_every
+            if self.world > 1:
+                flag = torch.tensor([int(due)], device=self.device)
+                dist.broadcast(flag, 0)
+                due = bool(flag.item())
+            if due:
+                self.save()
+                if self.spec.get("export_every_checkpoint", True):
+                    self.export()
+                last_ckpt = time.time()
+        bar.close()
+        if (self.out / "STOP").exists() and self.rank == 0:
+            (self.out / "STOP").unlink()
+        self.save()
+        path = self.export()
+        if self.spec.get("export") and self.rank == 0:
+            self.export(self.spec["export"])
+        if self.spec.get("dump_rank_weights"):  # DDP test: every rank writes what it holds
+            _atomic_save_tensors(self.out / f"rank{self.rank}.safetensors",
+                                 {f"p{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)})
+        if self.rank == 0:
+            self.log({"event": "end", "step": self.step, "train_min": self.train_seconds / 60})
+            print(f"[train {self.spec['stage']}] done at step {self.step} ({self.train_seconds / 60:.1f} min "
+                  f"training), exported {path}", flush=True)
+        return {"step": self.step, "train_minutes": self.train_seconds / 60, "out": str(self.out)}

@@ -1,0 +1,87 @@
+import torch
+
+from lumiere.data.folder import FolderDataset, decode_video
+from lumiere.data.procedural import (VOCAB, ProceduralClips, caption, heldout_combos, train_combos)
+from lumiere.eval import analyse
+from lumiere.models.text import UNK, WordTokenizer
+
+
+def test_split_is_disjoint_and_balanced():
+    held, train = set(heldout_combos()), set(train_combos())
+    assert len(held) == 12 and len(train) == 60 and not held & train
+    from collections import Counter
+    assert set(Counter(c for c, _, _ in held).values()) == {2}
+    assert set(Counter(s for _, s, _ in held).values()) == {4}
+    assert set(Counter(d for _, _, d in held).values()) == {3}
+
+
+def test_training_batches_never_contain_heldout_combos():
+    data = ProceduralClips(size=16, frames=4, split="train")
+    specs = data.sample_specs(500, torch.Generator().manual_seed(0))
+    held = set(heldout_combos())
+    assert not any((s["colour"], s["shape"], s["direction"]) in held for s in specs)
+
+
+def test_seeded_and_deterministic():
+    data = ProceduralClips()
+    a = data.clips(4, torch.Generator().manual_seed(3))
+    b = data.clips(4, torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert a[0].shape == (4, 3, 16, 32, 32) and a[0].min() >= -1 and a[0].max() <= 1
+    img, caps, _ = data.images(5, torch.Generator().manual_seed(1))
+    assert img.shape == (5, 3, 32, 32) and len(caps) == 5
+
+
+def test_captions_fit_the_tokenizer():
+    tok = WordTokenizer(VOCAB, 8)
+    ids = tok(caption("magenta", "triangle", "down", "white"))
+    assert UNK not in ids and len(ids) == 8
+
+
+def test_metrics_read_ground_truth_correctly():
+    data = ProceduralClips(split="all")
+    video, _, specs = data.clips(48, torch.Generator().manual_seed(0))
+    res = [analyse(v) for v in video]
+    for key in ("colour", "shape", "direction"):
+        acc = sum(r[key] == s[key] for r, s in zip(res, specs)) / len(specs)
+        assert acc >= (0.9 if key == "shape" else 1.0), (key, acc)
+    assert all(r["travel"] >= 8 for r in res)  # >= ~1.4 px/frame over the first 8 frames
+
+
+def _write_video(path, frames, fps, size=(40, 24), codec="mpeg4"):
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = size
+        s.pix_fmt = "yuv420p" if codec != "gif" else "rgb8"
+        for i in range(frames):
+            img = np.zeros((size[1], size[0], 3), np.uint8)
+            img[:, : (i * 4) % size[0] + 4] = (200, 50, 50)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_folder_dataset_resamples_fps_size_and_length(tmp_path):
+    _write_video(tmp_path / "a.mp4", frames=24, fps=24)
+    (tmp_path / "a.txt").write_text("a red bar growing\n")
+    _write_video(tmp_path / "b.mp4", frames=6, fps=12)  # short and uncaptioned: looped, empty caption
+    v = decode_video(tmp_path / "a.mp4", fps=8, size=16)
+    assert v.shape[0] == 3 and v.shape[2:] == (16, 16)
+    assert v.shape[1] == 8  # 1 s at 24 fps -> 8 frames at 8 fps (t = 0 .. 0.875 s)
+    ds = FolderDataset(tmp_path, frames=8, size=16, fps=8)
+    assert len(ds) == 2 and ds.caption(0) == "a red bar growing" and ds.caption(1) == ""
+    clips, caps, _ = ds.clips(3, torch.Generator().manual_seed(0))
+    assert clips.shape == (3, 3, 8, 16, 16) and clips.min() >= -1 and clips.max() <= 1
+    imgs, _, _ = ds.images(2, torch.Generator().manual_seed(0))
+    assert imgs.shape == (2, 3, 16, 16)
+
+
+def test_folder_dataset_errors(tmp_path):
+    import pytest
+    with pytest.raises(ValueError, match="no videos"):
+        FolderDataset(tmp_path)
+    with pytest.raises(ValueError, match="not a folder"):
+        FolderDataset(tmp_path / "missing")

@@ -1,0 +1,64 @@
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from lumiere.data.procedural import ProceduralClips
+from lumiere.eval import BASE, SSR, STYLE, add_eval_args, analyse, eval_command, flicker, frame_diffs, psnr
+from lumiere.train.trainer import Trainer
+
+TINY = {"preset": "tiny", "batch_size": 2, "lr": 1e-3, "warmup": 1, "bf16": True, "seed": 0, "threads": 1,
+        "log_every": 1, "checkpoint_minutes": 1000, "export_every_checkpoint": False,
+        "data": {"kind": "procedural"}}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    runs = tmp_path_factory.mktemp("runs")
+    Trainer({**TINY, "stage": "t2i"}, out=runs / "t2i", max_steps=1, quiet=True).run()
+    Trainer({**TINY, "stage": "conditioning", "init": str(runs / "t2i" / "model.safetensors"),
+             "tasks": {"text": 1}, "export": str(d / BASE)}, out=runs / "base", max_steps=1, quiet=True).run()
+    Trainer({**TINY, "stage": "ssr", "model": {"scale": 2, "resolution": 32, "num_frames": 4},
+             "export": str(d / SSR)}, out=runs / "ssr", max_steps=1, quiet=True).run()
+    Trainer({**TINY, "stage": "style", "init": str(d / BASE), "export": str(d / STYLE)}, out=runs / "style",
+            max_steps=1, quiet=True).run()
+    return d
+
+
+def test_psnr_and_flicker():
+    a = torch.zeros(1, 3, 4, 8, 8)
+    assert psnr(a, a) == pytest.approx(100.0)
+    b = a + 0.2  # 0.1 in 0..1 units -> 20 dB
+    assert psnr(a, b) == pytest.approx(20.0, abs=1e-4)
+    m = torch.zeros(1, 1, 4, 8, 8)
+    m[..., :4] = 1
+    c = a.clone()
+    c[..., 4:] = 1
+    assert psnr(a, c, m) == pytest.approx(100.0)
+    assert flicker(a) == 0.0 and frame_diffs(a).shape == (3,)
+
+
+def test_analyse_static_and_empty():
+    v = ProceduralClips(speed=(0.0, 0.0)).clips(1, torch.Generator().manual_seed(0))[0][0]
+    assert analyse(v)["direction"] == "static"
+    assert analyse(torch.zeros(3, 8, 16, 16))["direction"] == "none"
+
+
+def test_eval_quick_json(tiny_models, capsys):
+    p = argparse.ArgumentParser()
+    add_eval_args(p)
+    assert eval_command(p.parse_args(["--json", "--quick", "--models", str(tiny_models), "--threads", "2"])) == 0
+    res = json.loads(capsys.readouterr().out)
+    for key in ("text_to_video", "conditioning", "ssr", "multidiffusion", "stylization", "init_ablation",
+                "summary", "met"):
+        assert key in res, key
+    t2v = res["text_to_video"]
+    assert t2v["ground_truth"]["direction_acc"] == 1.0 and t2v["ground_truth"]["colour_acc"] == 1.0
+    assert set(t2v) == {"stunet", "framewise_t2i", "ground_truth"}
+    assert math.isfinite(res["ssr"]["psnr_ssr"]) and math.isfinite(res["ssr"]["psnr_bicubic"])
+    assert len(res["stylization"]["value"]) == len(res["stylization"]["alpha"])
+    ia = res["init_ablation"]
+    assert ia["identity"]["first_loss"] > 0 and ia["he"]["first_loss"] > 0
