@@ -161,3 +161,33 @@ def test_tiny_configs_chain(tmp_path):
         assert train_command(p.parse_args(argv)) == 0
         b = load_model(tmp_path / stage / "model.safetensors")
         assert b.config.role == {"t2i": "t2i", "ssr": "ssr", "style": "style"}.get(stage, "base")
+
+
+def test_unfreeze_fallback_trains_chosen_t2i_weights_at_scaled_lr(tmp_path, t2i_ckpt):
+    s = spec("conditioning", init=str(t2i_ckpt), tasks={"text": 1, "image_to_video": 1},
+             unfreeze=["unet.up.1", "unet.conv_out"], lr_t2i_scale=0.5)
+    tr = Trainer(s, out=tmp_path / "a", max_steps=2, quiet=True)
+    unet = tr.stage.bundle.model.unet
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    assert sorted(g["lr_scale"] for g in tr.opt.param_groups) == [0.5, 1.0]
+    tr.run()
+    after = unet.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("up.1.") for k in changed) and any(k.startswith("conv_out.") for k in changed)
+    assert not any(k.startswith(("down.", "mid_", "up.0.")) for k in changed)
+    Trainer(s, out=tmp_path / "b", max_steps=1, quiet=True).run()
+    Trainer(s, out=tmp_path / "b", max_steps=2, resume=True, quiet=True).run()
+    a = load_file(str(tmp_path / "a" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_conditioning_targets_agree_with_known_pixels(tmp_path, t2i_ckpt):
+    """For every task, C equals the training clip wherever M = 1 (a cinemagraph's static area is truly static)."""
+    for task in ("image_to_video", "inpaint", "outpaint", "cinemagraph"):
+        tr = Trainer(spec("conditioning", init=str(t2i_ckpt), tasks={task: 1}), out=tmp_path / task, quiet=True)
+        g = torch.Generator().manual_seed(0)
+        x0, _, _ = tr.stage.data.clips(6, g)
+        cond = tr.stage.make_cond(x0, g)
+        C, M = cond[:, :3], cond[:, 3:]
+        assert M.sum() > 0 and torch.equal(C * M, x0 * M), task

@@ -75,6 +75,23 @@ def style_statistic(x: torch.Tensor) -> float:
     return float((img[:, 0] - img[:, 2]).mean())
 
 
+def motion_region(clip: torch.Tensor, margin: int = 1, threshold: float = 0.05) -> torch.Tensor:
+    """The bounding box (+ margin) of every pixel that changes over the clip (3, t, h, w) -> (h, w) 0/1.
+
+    Used as the animated region of a cinemagraph, so that outside it the clip really is static (the training
+    target agrees with C there)."""
+    h, w = clip.shape[-2:]
+    moving = (clip - clip[:, :1]).abs().amax(dim=(0, 1)) > threshold
+    region = torch.zeros(h, w)
+    if moving.any():
+        ys, xs = torch.nonzero(moving, as_tuple=True)
+        region[max(0, int(ys.min()) - margin): int(ys.max()) + 1 + margin,
+               max(0, int(xs.min()) - margin): int(xs.max()) + 1 + margin] = 1
+    else:
+        region[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+    return region
+
+
 class Stage:
     name = ""
     device = torch.device("cpu")  # set by the Trainer; data are drawn on the CPU (seeded) and moved
@@ -200,7 +217,21 @@ class TemporalStage(Stage):
         self.bundle = LumiereBundle(model, init.text_encoder, cfg)
         self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.get("train_conv_in", True))
         init.text_encoder.requires_grad_(False)
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        # optional, un-Lumiere-like fallback: also fine-tune some T2I weights (e.g. the finest decoder level),
+        # at lr * lr_t2i_scale; the log's trainable/frozen counts say how many
+        unfreeze = tuple(spec.get("unfreeze", ()))
+        self.extra = []
+        if unfreeze:
+            for name, p in model.named_parameters():
+                if name.startswith(unfreeze) and not p.requires_grad:
+                    p.requires_grad_(True)
+                    self.extra.append(p)
+            self.freeze = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                           "unfrozen_t2i": sum(p.numel() for p in self.extra)}
+        extra_ids = {id(p) for p in self.extra}
+        self.trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids] + self.extra
+        self.lr_scales = [1.0] * (len(self.trainable) - len(self.extra)) + \
+            [float(spec.get("lr_t2i_scale", 0.25))] * len(self.extra)
         self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
 
     def make_cond(self, x0: torch.Tensor, generator: torch.Generator):
@@ -228,11 +259,8 @@ class TemporalStage(Stage):
                 p = [max(1, v) for v in p]
                 inner = x0[i:i + 1, :, :, p[2]:h - p[3], p[0]:w - p[1]]
                 c, m = cond_lib.outpaint(inner, (p[0], p[1], p[2], p[3]))
-            elif task == "cinemagraph":  # frame 0 + everything outside a box around the object's path
-                bh, bw = int(h * (0.4 + 0.4 * u[0])), int(w * (0.4 + 0.4 * u[1]))
-                y0, x_0 = int((h - bh) * u[2]), int((w - bw) * u[3])
-                region = torch.zeros(h, w)
-                region[y0:y0 + bh, x_0:x_0 + bw] = 1
+            elif task == "cinemagraph":  # frame 0 + everything outside the box around the object's path
+                region = motion_region(x0[i], margin=int(1 + 2 * u[0]))
                 c, m = cond_lib.cinemagraph(x0[i:i + 1, :, 0], region, t)
             else:
                 raise ValueError(f"tasks: unknown task {task!r}; expected one of {TASKS}")

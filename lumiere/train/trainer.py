@@ -76,6 +76,10 @@ class Trainer:
         for m in self.stage.modules():
             m.to(self.device)
         self.params = self.stage.trainable
+        # the training summary's key in the model's notes: "stage", or "stage_runN" for a continuation
+        earlier = [k for k in self.stage.bundle.config.notes.get("training", {})
+                   if k == spec["stage"] or k.startswith(spec["stage"] + "_run")]
+        self.hist_key = spec["stage"] + (f"_run{len(earlier) + 1}" if earlier else "")
         for m in self.stage.modules():
             m.train()
         if self.world > 1:
@@ -84,7 +88,13 @@ class Trainer:
                     for t in m.state_dict().values():
                         dist.broadcast(t, 0)
         self.generator = torch.Generator().manual_seed(seed * 1000 + self.rank)
-        self.opt = torch.optim.AdamW(self.params, lr=float(spec.get("lr", 5e-4)),
+        scales = getattr(self.stage, "lr_scales", None) or [1.0] * len(self.params)
+        groups = {}
+        for p, sc in zip(self.params, scales):
+            groups.setdefault(sc, []).append(p)
+        self.params = [p for sc in groups for p in groups[sc]]  # group order (== the stage's order)
+        self.opt = torch.optim.AdamW([{"params": ps, "lr_scale": sc} for sc, ps in groups.items()],
+                                     lr=float(spec.get("lr", 5e-4)),
                                      betas=tuple(spec.get("betas", (0.9, 0.99))),
                                      weight_decay=float(spec.get("weight_decay", 0.0)))
         self.ema = [p.detach().clone().float() for p in self.params]
@@ -106,7 +116,7 @@ class Trainer:
     # ---- one step ---------------------------------------------------------------------------------------
     def train_step(self) -> float:
         for g in self.opt.param_groups:
-            g["lr"] = self.lr_at(self.step)
+            g["lr"] = self.lr_at(self.step) * g.get("lr_scale", 1.0)
         bf16 = bool(self.spec.get("bf16", True))
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:
@@ -217,11 +227,13 @@ class Trainer:
         cfg = self.stage.bundle.config
         notes = dict(cfg.notes)
         hist = dict(notes.get("training", {}))
-        hist[self.spec["stage"]] = {"steps": self.step, "train_minutes": round(self.train_seconds / 60, 2),
+        hist[self.hist_key] = {"steps": self.step, "train_minutes": round(self.train_seconds / 60, 2),
                                     "last_loss": round(self.last_loss, 5), "world_size": self.world,
                                     "batch_size": self.stage.batch_size, "lr": self.spec.get("lr"),
                                     **self.stage.counts(),
-                                    "config": self.spec.get("config_file", "")}
+                                    "config": self.spec.get("config_file", ""),
+                                    "init": str(self.spec.get("init", "")),
+                                    "unfreeze": list(self.spec.get("unfreeze", []))}
         notes["training"] = hist
         notes["data"] = self.spec.get("data", {"kind": "procedural"})
         cfg.notes = notes
