@@ -62,16 +62,21 @@ def save_model(path: str | os.PathLike, bundle: LumiereBundle, dtype: torch.dtyp
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
           for k, v in bundle_state_dict(bundle).items()}
     meta = {CONFIG_KEY: json.dumps(bundle.config.to_dict()), FORMAT_KEY: "pt"}
+    atomic_save_tensors(path, sd, meta)
+    return path
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """safetensors to a temp file in the same folder, then rename: a crash never leaves half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(sd, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a model file is shared like any other
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def _umask() -> int:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..checkpoint import save_model
+from ..checkpoint import atomic_save_tensors, save_model
 from .stages import build_stage
 
 
@@ -36,17 +36,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _atomic_save_tensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Trainer:
@@ -178,7 +167,7 @@ class Trainer:
         if self.rank != 0:
             return
         name = f"state-{self.step:08d}"
-        _atomic_save_tensors(self.out / f"{name}.safetensors", t)
+        atomic_save_tensors(self.out / f"{name}.safetensors", t)
         meta = {"step": self.step, "train_seconds": self.train_seconds, "world_size": self.world,
                 "last_loss": self.last_loss, "spec": self.spec,
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]}
@@ -314,7 +303,7 @@ class Trainer:
         if self.spec.get("export") and self.rank == 0:
             self.export(self.spec["export"])
         if self.spec.get("dump_rank_weights"):  # DDP test: every rank writes what it holds
-            _atomic_save_tensors(self.out / f"rank{self.rank}.safetensors",
+            atomic_save_tensors(self.out / f"rank{self.rank}.safetensors",
                                  {f"p{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)})
         if self.rank == 0:
             self.log({"event": "end", "step": self.step, "train_min": self.train_seconds / 60})
