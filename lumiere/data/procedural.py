@@ -2,8 +2,10 @@
 
 Caption: "a {colour} {shape} moving {direction} on {background}" (7 words; fits the 8-token text encoder).
 The object moves at `speed` px/frame (at 32 px; scaled with the resolution), starting near the wall it moves
-away from, and bounces off the far wall if it gets there (with 16 frames at <= 2 px/frame it travels >= 9 frames
-before any bounce, so the direction is the one of the first half of the clip).
+away from. By default (`bounce=False`) each clip's speed is capped so that the object never reaches the far wall:
+the motion is one straight, constant-speed path over the whole clip (a mid-clip reversal taught the first demo
+models that "something jumps" around frame 8-12). With `bounce=True` the drawn speed is kept and the object
+bounces off the far wall (with 16 frames at <= 2 px/frame it travels >= 9 frames before any bounce).
 
 12 of the 72 (colour, shape, direction) combinations are held out of training (each colour twice, each shape
 4 times, each direction 3 times); evaluation prompts use only those. Everything is drawn from a
@@ -78,16 +80,18 @@ class ProceduralClips:
 
     split: "train" (the 60 training combos), "heldout" (the 12 unseen ones) or "all".
     speed: (min, max) px/frame at 32 px (scaled by size / 32). radius: (min, max) half-size at 32 px.
+    bounce: False = cap each clip's speed so it never reaches the far wall; True = keep it and bounce.
     """
 
     def __init__(self, size: int = 32, frames: int = 16, split: str = "train",
                  speed: tuple[float, float] = (1.4, 2.0), radius: tuple[float, float] = (4.0, 6.0),
-                 backgrounds: tuple[str, ...] = BG_NAMES):
+                 backgrounds: tuple[str, ...] = BG_NAMES, bounce: bool = False):
         if split not in ("train", "heldout", "all"):
             raise ValueError(f"split: expected 'train', 'heldout' or 'all', got {split!r}")
         self.size, self.frames, self.split = size, frames, split
         self.speed, self.radius = tuple(speed), tuple(radius)
         self.backgrounds = tuple(backgrounds)
+        self.bounce = bool(bounce)
         for bgn in self.backgrounds:
             if bgn not in BACKGROUNDS:
                 raise ValueError(f"background: expected one of {BG_NAMES}, got {bgn!r}")
@@ -117,6 +121,9 @@ class ProceduralClips:
         across = lo + (hi - lo) * u[:, 3]
         forward = (vel.sum(dim=1) > 0)  # right/down start at lo, left/up at hi
         start_along = torch.where(forward, along0, hi - (along0 - lo))
+        if not self.bounce and frames > 1:  # the room ahead, spread over the clip: the far wall is never reached
+            room = torch.where(forward, hi - start_along, start_along - lo)
+            speed = torch.minimum(speed, room / (frames - 1))
         horizontal = vel[:, 0] != 0
         x0 = torch.where(horizontal, start_along, across)
         y0 = torch.where(horizontal, across, start_along)

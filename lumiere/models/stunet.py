@@ -70,8 +70,10 @@ class STUNet(nn.Module):
         self.check_num_frames(frames)
         check_spatial_size(height, width, self.unet.cfg.num_levels)
         u = self.unet
+        out_dtype, dtype = x.dtype, u.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.precision)
+        x, context = x.to(dtype), context.to(dtype)
         emb = u.embed(timestep, context)  # (b, e)
-        h = u.conv_in(rearrange(x, "b c t h w -> (b t) c h w"))
+        h = u.conv_in(rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last))
         skips = [h]
         for lvl, level in enumerate(u.down):
             emb_f, ctx_f = per_frame(emb, frames), per_frame(context, frames)
@@ -101,7 +103,7 @@ class STUNet(nn.Module):
                     h = self.temporal_up[k](h, frames)
                     frames *= 2
         out = u.conv_out(F.silu(u.norm_out(h)))
-        return rearrange(out, "(b t) c h w -> b c t h w", b=b)
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b).to(out_dtype)
 
     def temporal_parameters(self):
         return (p for name, p in self.named_parameters() if not name.startswith("unet."))

@@ -2,6 +2,11 @@
 
 All of them see frames folded into the batch, `((b t), c, h, w)`, and are told `frames` (= t at their level)
 explicitly; the per-sample time/text embedding `emb (b, e)` and text tokens `context (b, m, d)` are passed as is.
+
+Temporal convolutions never move frames out of the batch layout: each tap of a k-tap kernel is a linear map
+over the channels of a frame-shifted view `(b, t, h w, c)` of the activations. With channels_last memory (see
+`lumiere.precision`) that view is free, so the temporal layers add no layout copies to the 2-D U-Net's.
+The parameters stay `nn.Conv1d` modules (replicate padding), so checkpoints keep their keys and shapes.
 """
 from __future__ import annotations
 
@@ -21,38 +26,80 @@ def dirac_(conv: nn.Conv1d) -> nn.Conv1d:
     return conv
 
 
+def temporal_conv1d(kernel: int, ch: int) -> nn.Conv1d:
+    """The parameters of a temporal conv (odd kernel, replicate padding); `temporal_conv` applies them."""
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"conv_kernel: expected an odd positive temporal kernel size, got {kernel}")
+    return nn.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate")
+
+
+def frames_last(h: torch.Tensor, frames: int) -> torch.Tensor:
+    """((b t), c, H, W) -> (b, t, H W, c): a view when `h` is channels_last."""
+    n, c, H, W = h.shape
+    return h.permute(0, 2, 3, 1).reshape(n // frames, frames, H * W, c)
+
+
+def frames_first(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(b, t, H W, c) -> ((b t), c, H, W) in channels_last memory (a view of a contiguous `x`)."""
+    b, t, _, c = x.shape
+    return x.reshape(b * t, H, W, c).permute(0, 3, 1, 2)
+
+
+def tap_index(positions: torch.Tensor, length: int, kernel: int) -> torch.Tensor:
+    """Which frame each tap reads, with replicate padding: (k, len(positions)), clamped to 0..length-1 (CPU)."""
+    offsets = torch.arange(kernel, device="cpu")[:, None] - kernel // 2
+    return (positions.cpu()[None] + offsets).clamp(0, length - 1)
+
+
+def temporal_conv(conv: nn.Conv1d, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """out[:, i] = bias + sum_j W[:, :, j] x[:, index[j, i]] over the channels.  x (b, t, s, c) -> (b, t_out, s, c)
+
+    Equal to `conv` run along the frames of each pixel (replicate padding) when `index = tap_index(arange(t))`.
+    """
+    identity = torch.arange(x.shape[1], device="cpu")
+    on_device = index.to(x.device)
+    out = None
+    for j in range(index.shape[0]):
+        same = index.shape[1] == x.shape[1] and torch.equal(index[j], identity)  # the centre tap: no copy
+        xj = x if same else x.index_select(1, on_device[j])
+        yj = F.linear(xj, conv.weight[:, :, j], conv.bias if j == 0 else None)
+        out = yj if out is None else out + yj
+    return out
+
+
 class TemporalDownsample(nn.Module):
     """Temporal /2 right after a spatial down-sampling: a 1-D conv (identity at init), then a stride of 2.
 
-    At init the output is exactly frames 0, 2, 4, ... of the input (temporal striding).
+    At init the output is exactly frames 0, 2, 4, ... of the input (temporal striding). Only the kept frames
+    are computed.
     """
 
     def __init__(self, ch: int, kernel: int = 3):
         super().__init__()
-        self.conv = dirac_(nn.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate"))
+        self.conv = dirac_(temporal_conv1d(kernel, ch))
 
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b t/2), c, H, W)
         H, W = h.shape[-2:]
-        x = rearrange(h, "(b t) c H W -> (b H W) c t", t=frames)
-        x = self.conv(x)[..., ::2]
-        return rearrange(x, "(b H W) c t -> (b t) c H W", H=H, W=W)
+        kept = torch.arange(0, frames, 2, device="cpu")
+        index = tap_index(kept, frames, self.conv.kernel_size[0])
+        return frames_first(temporal_conv(self.conv, frames_last(h, frames), index), H, W)
 
 
 class TemporalUpsample(nn.Module):
     """Temporal x2 right after a spatial up-sampling: frame duplication, then a 1-D conv (identity at init).
 
-    At init out[2j] == out[2j + 1] == in[j].
+    At init out[2j] == out[2j + 1] == in[j]. The duplicated clip is never built: each tap reads frame s // 2.
     """
 
     def __init__(self, ch: int, kernel: int = 3):
         super().__init__()
-        self.conv = dirac_(nn.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate"))
+        self.conv = dirac_(temporal_conv1d(kernel, ch))
 
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b 2t), c, H, W)
         H, W = h.shape[-2:]
-        x = rearrange(h, "(b t) c H W -> (b H W) c t", t=frames)
-        x = self.conv(x.repeat_interleave(2, dim=-1))
-        return rearrange(x, "(b H W) c t -> (b t) c H W", H=H, W=W)
+        out_frames = torch.arange(2 * frames, device="cpu")
+        index = tap_index(out_frames, 2 * frames, self.conv.kernel_size[0]) // 2  # into the duplicated clip
+        return frames_first(temporal_conv(self.conv, frames_last(h, frames), index), H, W)
 
 
 class ConvInflationBlock(nn.Module):
@@ -67,7 +114,7 @@ class ConvInflationBlock(nn.Module):
         self.conv_space = nn.Conv2d(ch, ch, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * ch)
         self.norm_time = group_norm(ch)
-        self.conv_time = nn.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate")
+        self.conv_time = temporal_conv1d(kernel, ch)
         self.proj_out = zero_init(nn.Conv2d(ch, ch, 1))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
@@ -75,10 +122,9 @@ class ConvInflationBlock(nn.Module):
         y = self.conv_space(F.silu(self.norm(h)))  # ((b t), c, H, W)
         scale, shift = repeat(self.film(F.silu(emb)), "b c -> (b t) c 1 1", t=frames).chunk(2, dim=1)
         y = F.silu(self.norm_time(y) * (1 + scale) + shift)
-        y = rearrange(y, "(b t) c H W -> (b H W) c t", t=frames)
-        y = F.silu(self.conv_time(y))
-        y = rearrange(y, "(b H W) c t -> (b t) c H W", H=H, W=W)
-        return h + self.proj_out(y)
+        index = tap_index(torch.arange(frames, device="cpu"), frames, self.conv_time.kernel_size[0])
+        y = F.silu(temporal_conv(self.conv_time, frames_last(y, frames), index))  # (b, t, H W, c)
+        return h + self.proj_out(frames_first(y, H, W))
 
 
 class TemporalTransformerLayer(nn.Module):
@@ -90,7 +136,8 @@ class TemporalTransformerLayer(nn.Module):
         self.cross_attn = Attention(ch, head_dim, context_dim) if context_dim else None
         self.ff = FeedForward(ch, mult=2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # x (n, l, c), context (n, m, d)
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        # x (n, l, c); context (b, m, d) with n a multiple of b (rows of one sample are consecutive)
         x = x + self.attn(self.norm1(x))
         if self.cross_attn is not None:
             x = x + self.cross_attn(self.norm2(x), context)
@@ -126,15 +173,13 @@ class AttentionInflationBlock(nn.Module):
         x = x * (1 + scale) + shift
         x = x + position_encoding(frames, c, h.device).to(x.dtype)[:, None, None, :]
         if self.mode == "temporal":
-            seq = rearrange(x, "b t H W c -> (b H W) t c")
-            ctx = repeat(context, "b m d -> (b H W) m d", H=H, W=W)
+            seq = rearrange(x, "b t H W c -> (b H W) t c")  # the context is shared by each sample's H W rows
         else:
             x = x + position_encoding(H, c, h.device).to(x.dtype)[None, :, None, :]
             x = x + position_encoding(W, c, h.device).to(x.dtype)[None, None, :, :]
             seq = rearrange(x, "b t H W c -> b (t H W) c")
-            ctx = context
         for layer in self.layers:
-            seq = layer(seq, ctx)
+            seq = layer(seq, context)
         seq = self.proj_out(seq)
         if self.mode == "temporal":
             out = rearrange(seq, "(b H W) t c -> (b t) c H W", H=H, W=W)

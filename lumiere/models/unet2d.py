@@ -80,8 +80,10 @@ class UNet2D(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (n, c_in, h, w), timestep (n,), context (n, m, d) -> (n, c_out, h, w)
         check_spatial_size(x.shape[-2], x.shape[-1], self.cfg.num_levels)
+        out_dtype, dtype = x.dtype, self.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.precision)
+        x, context = x.to(dtype), context.to(dtype)
         emb = self.embed(timestep, context)
-        h = self.conv_in(x)
+        h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
         skips = [h]
         for lvl, level in enumerate(self.down):
             for res, att in zip(level.res, level.attn):
@@ -96,7 +98,7 @@ class UNet2D(nn.Module):
                 h = run_attn(att, res(torch.cat([h, skips.pop()], dim=1), emb), context)
             if i < len(self.upsample):
                 h = self.upsample[i](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.conv_out(F.silu(self.norm_out(h))).to(out_dtype)
 
 
 def run_attn(att: nn.Module, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,8 @@ def make_dataset(data: dict, frames: int, size: int, fps: float = 8):
     if kind == "procedural":
         return ProceduralClips(size=size, frames=frames, split=data.get("split", "train"),
                                speed=tuple(data.get("speed", (1.4, 2.0))),
-                               radius=tuple(data.get("radius", (4.0, 6.0))))
+                               radius=tuple(data.get("radius", (4.0, 6.0))),
+                               bounce=bool(data.get("bounce", False)))
     if kind == "folder":
         from ..data.folder import FolderDataset
         return FolderDataset(data["path"], frames=frames, size=size, fps=data.get("fps", fps))

@@ -17,7 +17,7 @@ import math
 import os
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save_tensors, save_model
+from ..precision import to_compute_layout
 from .stages import build_stage
 
 
@@ -64,6 +65,8 @@ class Trainer:
         self.stage.device = self.device
         for m in self.stage.modules():
             m.to(self.device)
+        if spec.get("channels_last", True):
+            to_compute_layout(self.stage.bundle.model)
         self.params = self.stage.trainable
         # the training summary's key in the model's notes: "stage", or "stage_runN" for a continuation
         earlier = [k for k in self.stage.bundle.config.notes.get("training", {})
@@ -226,18 +229,42 @@ class Trainer:
         notes["training"] = hist
         notes["data"] = self.spec.get("data", {"kind": "procedural"})
         cfg.notes = notes
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.get("export_dtype", "fp32"))
+        with self.ema_weights():
+            save_model(path, self.stage.bundle, dtype=dtype)
+        return path
+
+    @contextmanager
+    def ema_weights(self):
+        """The EMA weights in the model for the duration (export, probes); the raw weights come back after."""
         backup = [p.detach().clone() for p in self.params]
         with torch.no_grad():
             for p, e in zip(self.params, self.ema):
                 p.copy_(e.to(p.dtype))
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.get("export_dtype", "fp32"))
         try:
-            save_model(path, self.stage.bundle, dtype=dtype)
+            yield
         finally:
             with torch.no_grad():
                 for p, b in zip(self.params, backup):
                     p.copy_(b)
-        return path
+
+    def probe(self) -> dict:
+        """The held-out motion probe (`lumiere.eval.motion_probe`) on the EMA weights, logged to train.jsonl.
+
+        Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; its time is not counted as training time."""
+        from ..eval import motion_probe
+        opts = dict(self.spec.get("probe", {}))
+        t0 = time.time()
+        bf16 = bool(self.spec.get("bf16", True))
+        with self.ema_weights(), torch.no_grad(), \
+                (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()):
+            res = motion_probe(self.stage.bundle, **opts)
+        rec = {"event": "probe", "step": self.step, "train_min": round(self.train_seconds / 60, 2), **res,
+               "probe_seconds": round(time.time() - t0, 1)}
+        self.log(rec)
+        if not self.quiet:
+            print(f"[probe] {json.dumps(rec)}", flush=True)
+        return rec
 
     # ---- the loop ---------------------------------------------------------------------------------------
     def log(self, rec: dict) -> None:
@@ -268,7 +295,10 @@ class Trainer:
             self.log({"event": "start", "step": self.step, **counts, "world_size": self.world})
         ckpt_every = float(self.spec.get("checkpoint_minutes", 5)) * 60
         log_every = int(self.spec.get("log_every", 20))
-        start = last_ckpt = time.time()
+        start = last_ckpt = last_probe = time.time()
+        probe_every = float(self.spec.get("probe_minutes", 0)) * 60
+        if probe_every and self.step == 0 and self.rank == 0:
+            self.probe()  # the starting point of the curve
         acc, n_acc, t_acc = 0.0, 0, time.time()
         bar = tqdm(total=self.max_steps, initial=self.step, disable=self.quiet or self.rank != 0,
                    mininterval=float(self.spec.get("tqdm_interval", 10)), desc=self.spec["stage"])
@@ -295,6 +325,9 @@ class Trainer:
                 if self.spec.get("export_every_checkpoint", True):
                     self.export()
                 last_ckpt = time.time()
+            if probe_every and self.rank == 0 and time.time() - last_probe >= probe_every:
+                self.probe()
+                last_probe = time.time()
         bar.close()
         if (self.out / "STOP").exists() and self.rank == 0:
             (self.out / "STOP").unlink()

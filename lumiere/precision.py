@@ -1,0 +1,35 @@
+"""Compute precision and memory layout of a network, one home for both.
+
+- `precision`: "fp32" (weights and activations in fp32) or "bf16" (weights cast to bf16; inference only --
+  training keeps fp32 master weights and uses bf16 autocast instead, see `lumiere.train.trainer`).
+- Memory layout: 4-D conv weights and activations in channels_last. oneDNN's convolutions run 1.5-2x faster
+  on it than on NCHW on CPU, and the temporal layers then see frames as free views (`models.temporal`).
+The networks cast their inputs to their own weights' dtype and return the caller's dtype, so a sampler
+working in fp32 can drive a bf16 network unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def to_compute_layout(module: nn.Module) -> nn.Module:
+    """channels_last for every 4-D weight (in place); other tensors are untouched. Values do not change."""
+    return module.to(memory_format=torch.channels_last)
+
+
+def prepare_for_inference(module: nn.Module, precision: str = "fp32") -> nn.Module:
+    """Cast to the precision's dtype and the compute layout, in eval mode (in place)."""
+    return to_compute_layout(module.to(precision_dtype(precision))).eval()
+
+
+def weight_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype

@@ -1,0 +1,127 @@
+"""The fast paths of issue 'STUNet faster than per-frame T2I' compute what the plain formulations compute:
+temporal convs on frame-shifted views vs Conv1d along each pixel's frames, channels_last vs NCHW, matmul
+attention vs SDPA, a bf16 network vs fp32, shared vs repeated text context."""
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from lumiere.checkpoint import build_model
+from lumiere.configs import get_preset
+from lumiere.models.layers import Attention, attention, use_matmul_attention
+from lumiere.models.temporal import (AttentionInflationBlock, ConvInflationBlock, TemporalDownsample,
+                                     TemporalUpsample)
+from lumiere.precision import prepare_for_inference, to_compute_layout
+
+
+def conv_along_frames(conv, h, frames):
+    """The reference: Conv1d (replicate padding) over each pixel's frames.  ((b t), c, H, W) -> same"""
+    H, W = h.shape[-2:]
+    x = rearrange(h, "(b t) c H W -> (b H W) c t", t=frames)
+    return rearrange(conv(x), "(b H W) c t -> (b t) c H W", H=H, W=W)
+
+
+def randomize(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return module
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_temporal_resampling_equals_conv1d_reference(kernel, channels_last):
+    b, t, c, H, W = 2, 8, 6, 5, 4
+    h = torch.randn(b * t, c, H, W)
+    if channels_last:
+        h = h.contiguous(memory_format=torch.channels_last)
+    down = randomize(TemporalDownsample(c, kernel), 1)
+    ref = rearrange(conv_along_frames(down.conv, h, t), "(b t) c H W -> b t c H W", t=t)[:, ::2]
+    assert torch.allclose(down(h, t), rearrange(ref, "b t c H W -> (b t) c H W"), atol=1e-5)
+    up = randomize(TemporalUpsample(c, kernel), 2)
+    dup = rearrange(rearrange(h, "(b t) c H W -> b t c H W", t=t).repeat_interleave(2, dim=1),
+                    "b t c H W -> (b t) c H W")
+    assert torch.allclose(up(h, t), conv_along_frames(up.conv, dup, 2 * t), atol=1e-5)
+
+
+def test_conv_inflation_block_equals_conv1d_reference():
+    b, t, c, H = 2, 4, 8, 6
+    block = randomize(ConvInflationBlock(c, emb_dim=5), 3)
+    h, emb = torch.randn(b * t, c, H, H), torch.randn(b, 5)
+    y = block.conv_space(F.silu(block.norm(h)))
+    scale, shift = block.film(F.silu(emb)).repeat_interleave(t, 0)[:, :, None, None].chunk(2, dim=1)
+    y = F.silu(block.norm_time(y) * (1 + scale) + shift)
+    ref = h + block.proj_out(F.silu(conv_along_frames(block.conv_time, y, t)))
+    assert torch.allclose(block(h, emb, None, t), ref, atol=1e-5)
+
+
+def test_even_temporal_kernel_is_a_named_error():
+    with pytest.raises(ValueError, match="conv_kernel"):
+        TemporalDownsample(4, kernel=2)
+
+
+def test_shared_context_equals_repeated_context():
+    att = randomize(Attention(16, 8, context_dim=6), 4)
+    x, ctx = torch.randn(12, 5, 16), torch.randn(3, 7, 6)  # 4 rows per sample
+    assert torch.allclose(att(x, ctx), att(x, ctx.repeat_interleave(4, dim=0)), atol=1e-6)
+    with pytest.raises(ValueError, match="context"):
+        att(x, torch.randn(5, 7, 6))
+
+
+def test_temporal_mode_attention_block_projects_context_once():
+    block = randomize(AttentionInflationBlock(16, 8, 6, layers=1, head_dim=8, mode="temporal"), 5)
+    calls = []
+    block.layers[0].cross_attn.to_kv.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    block(torch.randn(2 * 4, 16, 3, 3), torch.randn(2, 8), torch.randn(2, 7, 6), frames=4)
+    assert calls == [2]  # once per sample, not once per pixel (18)
+
+
+def test_matmul_attention_equals_sdpa_and_is_chosen_as_documented():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 64, 16, generator=g) for _ in range(3))
+    bias = torch.zeros(2, 1, 1, 64).masked_fill(torch.rand(2, 1, 1, 64, generator=g) < 0.3, float("-inf"))
+    qb, kb, vb = (a.bfloat16().requires_grad_() for a in (q, k, v))
+    assert use_matmul_attention(qb, kb)  # bf16 with gradients, 64 x 64 scores
+    out = attention(qb, kb, vb, bias.bfloat16())
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    assert (out.float() - ref).abs().max() < 0.05
+    out.float().sum().backward()
+    assert qb.grad is not None and torch.isfinite(qb.grad).all()
+    assert not use_matmul_attention(q, k)  # fp32: SDPA
+    with torch.no_grad():
+        assert not use_matmul_attention(qb, kb)  # bf16 inference at 64 tokens: SDPA
+        assert use_matmul_attention(qb[:, :, :8], kb)  # ... at <= 16 tokens: matmul
+    long_q = torch.randn(1, 1, 1024, 16, dtype=torch.bfloat16, requires_grad=True)
+    assert not use_matmul_attention(long_q, long_q)  # long sequences never build the score matrix
+
+
+def tiny_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 7, 8, 16, 16, generator=g), torch.rand(2, generator=g), torch.randn(2, 8, 32, generator=g)
+
+
+def test_channels_last_changes_no_output():
+    model = randomize(build_model(get_preset("tiny")), 6).eval()
+    x, t, ctx = tiny_inputs()
+    with torch.no_grad():
+        ref = model(x, t, ctx)
+        to_compute_layout(model)
+        assert model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+        out = model(x, t, ctx)
+    assert torch.allclose(out, ref, atol=1e-4)
+
+
+def test_bf16_network_keeps_the_callers_dtype_and_is_close():
+    model = randomize(build_model(get_preset("tiny")), 7).eval()
+    x, t, ctx = tiny_inputs(1)
+    with torch.no_grad():
+        ref = model(x, t, ctx)
+        prepare_for_inference(model, "bf16")
+        assert model.unet.conv_in.weight.dtype == torch.bfloat16
+        out = model(x, t, ctx)
+    assert out.dtype == torch.float32
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < 0.05, rel
+    with pytest.raises(ValueError, match="precision"):
+        prepare_for_inference(model, "fp8")
