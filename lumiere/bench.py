@@ -1,4 +1,13 @@
-"""`python -m lumiere bench`: what STUNet's temporal down-sampling buys, measured.
+"""`python -m lumiere bench`: what STUNet's temporal down-sampling buys, and how fast this code runs, measured.
+
+Everything is measured in one run on the machine at hand and reported as ratios (one machine's noise cancels
+in a ratio of interleaved measurements, not across runs):
+- `peak`: the machine's own fp32 and bf16 peak, from a large matmul and a large channels_last conv;
+- `forward`: STUNet against the AnimateDiff-style inflation (below) and against the per-frame T2I (the same
+  U-Net run on every frame, `pipeline.FramewiseT2I`): time, FLOPs (torch.utils.flop_counter) and both ratios;
+- `train_step`: one bf16 training step of the temporal stage (frozen T2I, batch `--train-batch`): seconds,
+  GFLOP/s and % of the measured bf16 peak;
+- `sampling`: seconds per clip, 25 DDIM steps with CFG, fp32 against bf16 (`--precision` in the CLI).
 
 STUNet is compared with the same frozen U-Net inflated the AnimateDiff way: no temporal down-sampling, so
 every level runs at the full frame rate, with a temporal-attention module after every res block at every level.
@@ -33,8 +42,195 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attn-mode", choices=("temporal", "spacetime"), default=None,
                    help="STUNet's coarsest-level attention (default: the preset's)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: stable timings on a shared machine; 0: torch's default)")
+                   help="torch CPU threads (default 1: stable timings on a shared machine; 0: half the cores)")
+    p.add_argument("--train-batch", type=int, default=8, help="clips per training step in the train_step section")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="what to measure (default: all)")
     p.set_defaults(func=bench_command)
+
+
+SECTIONS = ("memory", "peak", "forward", "train_step", "sampling")
+
+
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def count_flops(fn) -> int:
+    """FLOPs of everything `fn` runs (forward, and backward if it runs one), by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def machine_peak(repeats: int = 5) -> dict:
+    """GFLOP/s of a 2048^3 matmul and of a 3x3 conv (channels_last, 64 -> 64 ch, 64 x 32 x 32), fp32 and bf16;
+    the peak of a dtype is the faster of the two."""
+    import torch
+
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        x = torch.randn(64, 64, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(64, 64, 3, 3, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        mm = 2 * 2048 ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
+        conv = 2 * 64 * 64 * 64 * 32 * 32 * 9 / median_seconds(
+            lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats) / 1e9
+        out[name] = {"matmul_gflops": round(mm, 1), "conv_gflops": round(conv, 1), "peak_gflops": round(max(mm, conv), 1)}
+    return out
+
+
+def forward_comparison(preset: str, frames, resolution: int | None, repeats: int, attn_mode: str | None,
+                       log=None) -> list[dict]:
+    """STUNet vs AnimateDiff-style inflation vs per-frame T2I: forward time (fp32, no_grad, the library's
+    channels_last layout) and FLOPs, per frame count; ratios are other / STUNet (> 1: STUNet is cheaper)."""
+    import torch
+
+    from .compute import to_compute_layout
+    from .pipeline import FramewiseT2I
+
+    cfg, stunet, baseline = _models(preset, attn_mode)
+    per_frame = FramewiseT2I(stunet.unet)
+    for m in (stunet, baseline):
+        to_compute_layout(m)
+    res = resolution or cfg.resolution
+    ctx = torch.randn(1, cfg.text.max_tokens, cfg.unet.context_dim)
+    ts = torch.tensor([0.5])
+    rows = []
+    for f in frames:
+        stunet.check_num_frames(f)
+        x = torch.randn(1, cfg.unet.in_channels, f, res, res)
+        row = {"frames": f}
+        with torch.no_grad():
+            nets = {"stunet": stunet, "animatediff": baseline, "per_frame_t2i": per_frame}
+            for name, net in nets.items():
+                row[name] = {"gflop": round(count_flops(lambda: net(x, ts, ctx)) / 1e9, 3)}
+            # interleaved repeats, so that a slow moment of the machine hits every net alike
+            times = {name: [] for name in nets}
+            for name, net in nets.items():
+                net(x, ts, ctx)
+            for _ in range(repeats):
+                for name, net in nets.items():
+                    t0 = time.perf_counter()
+                    net(x, ts, ctx)
+                    times[name].append(time.perf_counter() - t0)
+        for name in nets:
+            row[name]["time_s"] = round(statistics.median(times[name]), 4)
+        s = row["stunet"]
+        for other in ("animatediff", "per_frame_t2i"):
+            o = row[other]
+            row[f"vs_{other}"] = {"time_ratio": round(o["time_s"] / s["time_s"], 3),
+                                  "flop_ratio": round(o["gflop"] / s["gflop"], 3)}
+            row[f"vs_{other}"]["time_over_flop_ratio"] = round(
+                row[f"vs_{other}"]["time_ratio"] / row[f"vs_{other}"]["flop_ratio"], 3)
+        row["stunet_time_vs_per_frame_t2i"] = round(s["time_s"] / row["per_frame_t2i"]["time_s"], 3)
+        rows.append(row)
+        if log:
+            log(f"{f:3d} frames  STUNet {s['time_s']:.3f}s / {s['gflop']:.1f} GFLOP;  vs AnimateDiff: time "
+                f"x{row['vs_animatediff']['time_ratio']:.2f}, FLOPs x{row['vs_animatediff']['flop_ratio']:.2f};  "
+                f"STUNet time / per-frame T2I time {row['stunet_time_vs_per_frame_t2i']:.2f} "
+                f"(FLOPs {1 / row['vs_per_frame_t2i']['flop_ratio']:.2f})")
+    return rows
+
+
+def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | None, log=None) -> dict:
+    """One temporal-stage step (frozen T2I, text-to-video, bf16 autocast, channels_last) through the Trainer."""
+    import copy
+    import tempfile
+
+    from .checkpoint import build_bundle
+    from .data.procedural import VOCAB
+    from .train.trainer import Trainer
+
+    cfg = copy.deepcopy(_models(preset, None)[0])
+    cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
+    cfg.unet.in_channels = 3
+    cfg.text.vocab = tuple(VOCAB)
+    spec = {"stage": "temporal", "preset": preset, "init_bundle": build_bundle(cfg), "batch_size": batch,
+            "bf16": True, "threads": None, "seed": 0, "t_power": 0.5, "log_every": 10 ** 9,
+            "checkpoint_minutes": 10 ** 6}
+    import torch
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as d:
+        trainer = Trainer(spec, out=d, quiet=True)
+        torch.set_num_threads(threads)  # the Trainer sets its own default; the bench's --threads rules here
+        flops = count_flops(trainer.train_step)
+        sec = median_seconds(trainer.train_step, repeats)
+    gflops = flops / sec / 1e9
+    out = {"batch": batch, "frames": cfg.num_frames, "size": cfg.resolution, "seconds": round(sec, 3),
+           "gflop_per_step": round(flops / 1e9, 2), "gflops": round(gflops, 1)}
+    if bf16_peak:
+        out["percent_of_bf16_peak"] = round(100 * gflops / bf16_peak["peak_gflops"], 1)
+        out["percent_of_bf16_conv_peak"] = round(100 * gflops / bf16_peak["conv_gflops"], 1)
+    if log:
+        log(f"train step ({batch} clips): {sec:.2f} s, {gflops:.0f} GFLOP/s"
+            + (f" = {out['percent_of_bf16_peak']:.0f}% of the bf16 peak, {out['percent_of_bf16_conv_peak']:.0f}% "
+               f"of the bf16 conv peak" if bf16_peak else ""))
+    return out
+
+
+def sampling_bench(preset: str, steps: int = 25, repeats: int = 2, log=None) -> dict:
+    """Seconds per clip (DDIM, CFG 4) with fp32 and with bf16 weights (random weights, the preset's clip)."""
+    import copy
+
+    from .checkpoint import build_bundle
+    from .compute import PRECISIONS, prepare_for_inference
+    from .data.procedural import VOCAB
+    from .pipeline import generate
+
+    out = {"steps": steps, "cfg": 4.0}
+    bundles = {}
+    for precision in PRECISIONS:
+        cfg = copy.deepcopy(_models(preset, None)[0])
+        cfg.text.vocab = tuple(VOCAB)
+        bundles[precision] = build_bundle(cfg)
+        prepare_for_inference(bundles[precision].model, precision)
+    times = {p: [] for p in bundles}
+    for p, b in bundles.items():
+        generate(b, "a red circle moving left on black", steps=2)
+    for _ in range(repeats):
+        for p, b in bundles.items():
+            t0 = time.perf_counter()
+            generate(b, "a red circle moving left on black", steps=steps, cfg=4.0)
+            times[p].append(time.perf_counter() - t0)
+    for p in bundles:
+        out[f"{p}_seconds_per_clip"] = round(statistics.median(times[p]), 2)
+    out["bf16_speedup"] = round(out["fp32_seconds_per_clip"] / out["bf16_seconds_per_clip"], 2)
+    if log:
+        log(f"sampling ({steps} steps, CFG): fp32 {out['fp32_seconds_per_clip']:.2f} s, "
+            f"bf16 {out['bf16_seconds_per_clip']:.2f} s per clip (x{out['bf16_speedup']:.2f})")
+    return out
+
+
+def _models(preset: str, attn_mode: str | None):
+    """(config, STUNet, AnimateDiff-style inflation) of a preset with seeded random weights, in eval mode."""
+    import torch
+
+    from .configs import get_preset
+    from .models.stunet import inflate
+    from .models.unet2d import UNet2D
+
+    cfg = get_preset(preset)
+    if cfg.temporal is None:
+        raise ValueError(f"preset: {preset!r} has no temporal layers")
+    tcfg = cfg.temporal if attn_mode is None else dataclasses.replace(cfg.temporal, attn_mode=attn_mode)
+    cfg.temporal = tcfg
+    torch.manual_seed(0)
+    unet = UNet2D(cfg.unet).eval()
+    stunet = inflate(unet, tcfg).eval()
+    baseline = full_rate_inflation(unet, tcfg.attn_layers, tcfg.attn_head_dim).eval()
+    for m in (stunet, baseline):
+        m.requires_grad_(False)
+    return cfg, stunet, baseline
 
 
 def full_rate_inflation(unet, attn_layers: int, head_dim: int):
@@ -109,49 +305,23 @@ def measure(model, x, ts, ctx, repeats: int) -> dict:
 
 
 def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | None = None, repeats: int = 5,
-              attn_mode: str | None = None, threads: int | None = None, log=None) -> dict:
+              attn_mode: str | None = None, threads: int | None = None, log=None, train_batch: int = 8,
+              sections=SECTIONS) -> dict:
     import torch
 
-    from .configs import get_preset
-    from .models.stunet import inflate
-    from .models.unet2d import UNet2D
+    from .compute import set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = get_preset(preset)
-    if cfg.temporal is None:
-        raise ValueError(f"preset: {preset!r} has no temporal layers")
-    tcfg = cfg.temporal if attn_mode is None else dataclasses.replace(cfg.temporal, attn_mode=attn_mode)
+    set_threads(threads)
+    cfg, stunet, baseline = _models(preset, attn_mode)
+    tcfg = cfg.temporal
     res = resolution or cfg.resolution
-    torch.manual_seed(0)
-    unet = UNet2D(cfg.unet).eval()
-    stunet = inflate(unet, tcfg).eval()
-    baseline = full_rate_inflation(unet, tcfg.attn_layers, tcfg.attn_head_dim).eval()
-    for m in (stunet, baseline):
-        m.requires_grad_(False)
     for f in frames:
         stunet.check_num_frames(f)
-    ctx = torch.randn(1, cfg.text.max_tokens, cfg.unet.context_dim)
-    ts = torch.tensor([0.5])
-    results = []
-    for f in frames:
-        x = torch.randn(1, cfg.unet.in_channels, f, res, res)
-        row = {"frames": f, "stunet": measure(stunet, x, ts, ctx, repeats),
-               "baseline": measure(baseline, x, ts, ctx, repeats)}
-        s, b = row["stunet"], row["baseline"]
-        row["ratio"] = {k: round(b[v] / s[v], 3) for k, v in
-                        (("time", "time_s"), ("memory", "peak_mib"), ("train_memory", "train_peak_mib"))}
-        results.append(row)
-        if log:
-            r = row["ratio"]
-            log(f"{f:3d} frames  STUNet vs baseline: time {s['time_s']:.3f}s vs {b['time_s']:.3f}s (x{r['time']:.2f})"
-                f"  peak {s['peak_mib']:.1f} vs {b['peak_mib']:.1f} MiB (x{r['memory']:.2f})"
-                f"  with grad {s['train_peak_mib']:.1f} vs {b['train_peak_mib']:.1f} MiB (x{r['train_memory']:.2f})")
 
     def params(m, temporal_only=False):
         return sum(p.numel() for p in (m.temporal_parameters() if temporal_only else m.parameters()))
 
-    return {
+    report = {
         "preset": preset, "resolution": res, "batch": 1, "repeats": repeats, "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "stunet": {"params": params(stunet), "temporal_params": params(stunet, True),
@@ -161,18 +331,50 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
                      "description": "same U-Net, no temporal down-sampling; 1-D temporal attention "
                                     f"({tcfg.attn_layers} layer(s)) after every res block at every level"},
         "ratio_definition": "baseline / stunet",
-        "results": results,
     }
+    if "memory" in sections:
+        ctx = torch.randn(1, cfg.text.max_tokens, cfg.unet.context_dim)
+        ts = torch.tensor([0.5])
+        results = []
+        for f in frames:
+            x = torch.randn(1, cfg.unet.in_channels, f, res, res)
+            row = {"frames": f, "stunet": measure(stunet, x, ts, ctx, repeats),
+                   "baseline": measure(baseline, x, ts, ctx, repeats)}
+            s, b = row["stunet"], row["baseline"]
+            row["ratio"] = {k: round(b[v] / s[v], 3) for k, v in
+                            (("time", "time_s"), ("memory", "peak_mib"), ("train_memory", "train_peak_mib"))}
+            results.append(row)
+            if log:
+                r = row["ratio"]
+                log(f"{f:3d} frames  STUNet vs baseline: time {s['time_s']:.3f}s vs {b['time_s']:.3f}s "
+                    f"(x{r['time']:.2f})  peak {s['peak_mib']:.1f} vs {b['peak_mib']:.1f} MiB (x{r['memory']:.2f})"
+                    f"  with grad {s['train_peak_mib']:.1f} vs {b['train_peak_mib']:.1f} MiB "
+                    f"(x{r['train_memory']:.2f})")
+        report["results"] = results
+    if "peak" in sections:
+        report["peak"] = machine_peak(repeats)
+        if log:
+            log(f"machine peak: fp32 {report['peak']['fp32']['peak_gflops']:.0f}, "
+                f"bf16 {report['peak']['bf16']['peak_gflops']:.0f} GFLOP/s")
+    if "forward" in sections:
+        report["forward"] = forward_comparison(preset, frames, resolution, repeats, attn_mode, log)
+    if "train_step" in sections:
+        bf16_peak = report.get("peak", {}).get("bf16")
+        report["train_step"] = train_step_bench(preset, train_batch, max(2, repeats // 2), bf16_peak, log)
+    if "sampling" in sections:
+        report["sampling"] = sampling_bench(preset, repeats=max(1, repeats // 2), log=log)
+    return report
 
 
 def bench_command(args) -> int:
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
-    report = run_bench(args.preset, args.frames, args.resolution, args.repeats, args.attn_mode, args.threads, log)
+    report = run_bench(args.preset, args.frames, args.resolution, args.repeats, args.attn_mode, args.threads, log,
+                       args.train_batch, tuple(args.sections))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print("ratios (baseline / STUNet):")
-        for r in report["results"]:
+        for r in report.get("results", []):
             q = r["ratio"]
             print(f"  {r['frames']:3d} frames: time x{q['time']:.2f}, peak memory x{q['memory']:.2f}, "
                   f"peak memory with grad x{q['train_memory']:.2f}")

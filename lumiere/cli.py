@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from .compute import PRECISIONS, add_threads_arg
+
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
 MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
 
@@ -54,6 +56,10 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("stylization")
     t.add_argument("--style", help="style T2I checkpoint: interpolate the T2I weights toward it")
     t.add_argument("--alpha", type=float, default=0.75, help="W = alpha W_style + (1 - alpha) W_orig")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                   help="network weights and compute: fp32, or bf16 (about 1.8x faster on CPUs with bf16 units; "
+                        "the frames differ from fp32 by ~50 dB PSNR)")
+    add_threads_arg(p)
     p.add_argument("--out", default="out/lumiere.webp",
                    help=".webp, .gif, .mp4, or a folder name (no suffix) for PNG frames")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -110,6 +116,7 @@ def _conditioning(args, mode: str, t: int, h: int, w: int):
 
 
 def generate_command(args) -> int:
+    from .compute import prepare_for_inference, set_threads
     from .media import check_output_path, load_video, save_video
     from .pipeline import generate, upscale
     from .stylize import stylize, t2i_state_dict
@@ -121,6 +128,10 @@ def generate_command(args) -> int:
     if (args.window is not None or args.tile is not None) and not args.ssr:
         raise InputError("--window/--tile: only used with --ssr")
     _read("--out", check_output_path, args.out)
+    try:
+        set_threads(args.threads)
+    except ValueError as e:  # "threads: expected ..."
+        raise InputError(f"--{e}") from None
     # every input is read and checked before the (long) sampling starts
     bundle = _load("--model", args.model)
     cfg = bundle.config
@@ -135,6 +146,9 @@ def generate_command(args) -> int:
             stylize(bundle.model, t2i_state_dict(style.model), args.alpha)
         except (KeyError, ValueError) as e:
             raise InputError(f"--style: {args.style}: {e.args[0]}") from None
+    for b in (bundle, ssr):
+        if b is not None:
+            prepare_for_inference(b.model, args.precision)
     t, h, w = args.frames or cfg.num_frames, args.height or cfg.resolution, args.width or cfg.resolution
     C, M = _conditioning(args, mode, t, h, w)
     init = _read("--video", load_video, args.video, t, h, w) if sdedit else None

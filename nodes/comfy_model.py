@@ -22,6 +22,7 @@ import comfy.utils
 from comfy.sd1_clip import ClipTokenWeightEncoder, escape_important, token_weights, unescape_important
 
 from ..lumiere.checkpoint import build_model, load_state, load_state_into
+from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
 from ..lumiere.models.stunet import STUNet
 from ..lumiere.models.text import END, PAD, UNK, TextEncoder, WordTokenizer, split_words
@@ -65,7 +66,8 @@ class LumiereNet(torch.nn.Module):
     def __init__(self, lumiere_config: dict, dtype=None, device=None, operations=None, **kwargs):
         super().__init__()
         self.config = ModelConfig.from_dict(lumiere_config)
-        self.net = build_model(self.config).to(device=device, dtype=dtype)  # STUNet or UNet2D
+        # STUNet or UNet2D, in the library's compute layout (channels_last: lumiere.compute)
+        self.net = to_compute_layout(build_model(self.config).to(device=device, dtype=dtype))
         self.dtype = dtype or torch.float32
 
     def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
@@ -153,14 +155,23 @@ def check_video_shape(model, shape, name: str) -> None:
         raise ValueError(f"{name}: {w}x{h} pixels, but this model needs width and height multiples of {multiple}")
 
 
-def load_model_patcher(path: str) -> tuple[comfy.model_patcher.ModelPatcher, ModelConfig, dict]:
+WEIGHT_DTYPES = ("default",) + tuple(PRECISIONS)  # "default": ComfyUI's choice for the device
+
+
+def load_model_patcher(path: str, weight_dtype: str = "default") -> tuple[comfy.model_patcher.ModelPatcher,
+                                                                           ModelConfig, dict]:
     """Checkpoint -> ModelPatcher (the steps of comfy.sd.load_diffusion_model_state_dict) + config + raw state."""
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weight_dtype: expected one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
     state, config = load_state(path)  # CheckpointError names the file
     net_state = {k: v for k, v in state.items() if k.startswith("net.")}
     cfg = LumiereComfyConfig(config)
     load_device, offload_device = mm.get_torch_device(), mm.unet_offload_device()
-    dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(net_state),
-                          supported_dtypes=cfg.supported_inference_dtypes)
+    if weight_dtype == "default":
+        dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(net_state),
+                              supported_dtypes=cfg.supported_inference_dtypes)
+    else:
+        dtype = PRECISIONS[weight_dtype]
     cfg.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, cfg.supported_inference_dtypes))
     model = cfg.get_model(device=offload_device)
     load_state_into(path, model.diffusion_model.net, net_state, "net.")  # strict, errors name file and key

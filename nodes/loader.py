@@ -6,7 +6,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
-from .comfy_model import build_clip, load_model_patcher
+from .comfy_model import WEIGHT_DTYPES, build_clip, load_model_patcher
 
 FOLDER = "lumiere"
 PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "lumiere")
@@ -44,7 +44,12 @@ class LumiereLoader(io.ComfyNode):
             description="Loads a Lumiere checkpoint (base STUNet, SSR or T2I): MODEL for Lumiere or core samplers, "
                         "CLIP for core CLIP Text Encode, and the clip shape it was trained for.",
             inputs=[model_input("ckpt_name", "A .safetensors Lumiere checkpoint from models/lumiere (the pack's own "
-                                             "folder or ComfyUI's models/lumiere).")],
+                                             "folder or ComfyUI's models/lumiere)."),
+                    io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
+                                   tooltip="Precision of the network's weights and compute. default: ComfyUI's "
+                                           "choice for the device. bf16: about 1.8x faster on CPUs with bf16 "
+                                           "units and half the memory, frames ~50 dB PSNR from fp32. fp16 is not "
+                                           "offered (pixel-space v-prediction overflows it).")],
             outputs=[
                 io.Model.Output(display_name="MODEL"),
                 io.Clip.Output(display_name="CLIP", tooltip="Its built-in text encoder (None for models that take "
@@ -58,9 +63,9 @@ class LumiereLoader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, ckpt_name) -> io.NodeOutput:
+    def execute(cls, ckpt_name, weight_dtype="default") -> io.NodeOutput:
         path = model_path(ckpt_name, "ckpt_name")
-        model, config, state = load_model_patcher(path)
+        model, config, state = load_model_patcher(path, weight_dtype)
         clip = build_clip(path, config, state)
         size = config.resolution
         return io.NodeOutput(model, clip, config.num_frames, size, size, float(config.fps))

@@ -11,7 +11,7 @@ from lumiere.configs import get_preset
 from lumiere.models.layers import Attention, attention, use_matmul_attention
 from lumiere.models.temporal import (AttentionInflationBlock, ConvInflationBlock, TemporalDownsample,
                                      TemporalUpsample)
-from lumiere.precision import prepare_for_inference, to_compute_layout
+from lumiere.compute import prepare_for_inference, to_compute_layout
 
 
 def conv_along_frames(conv, h, frames):

@@ -70,7 +70,7 @@ class STUNet(nn.Module):
         self.check_num_frames(frames)
         check_spatial_size(height, width, self.unet.cfg.num_levels)
         u = self.unet
-        out_dtype, dtype = x.dtype, u.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.precision)
+        out_dtype, dtype = x.dtype, u.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.compute)
         x, context = x.to(dtype), context.to(dtype)
         emb = u.embed(timestep, context)  # (b, e)
         h = u.conv_in(rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last))

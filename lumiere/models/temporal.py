@@ -5,7 +5,7 @@ explicitly; the per-sample time/text embedding `emb (b, e)` and text tokens `con
 
 Temporal convolutions never move frames out of the batch layout: each tap of a k-tap kernel is a linear map
 over the channels of a frame-shifted view `(b, t, h w, c)` of the activations. With channels_last memory (see
-`lumiere.precision`) that view is free, so the temporal layers add no layout copies to the 2-D U-Net's.
+`lumiere.compute`) that view is free, so the temporal layers add no layout copies to the 2-D U-Net's.
 The parameters stay `nn.Conv1d` modules (replicate padding), so checkpoints keep their keys and shapes.
 """
 from __future__ import annotations

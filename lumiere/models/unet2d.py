@@ -80,7 +80,7 @@ class UNet2D(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (n, c_in, h, w), timestep (n,), context (n, m, d) -> (n, c_out, h, w)
         check_spatial_size(x.shape[-2], x.shape[-1], self.cfg.num_levels)
-        out_dtype, dtype = x.dtype, self.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.precision)
+        out_dtype, dtype = x.dtype, self.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.compute)
         x, context = x.to(dtype), context.to(dtype)
         emb = self.embed(timestep, context)
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))

@@ -20,6 +20,8 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps in total")
     parser.add_argument("--init", default=None, help="override the config's 'init' checkpoint (previous stage)")
     parser.add_argument("--export", default=None, help="also write the EMA model to this file at the end")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the config's 'threads', else half the cores)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="override a top-level config value, e.g. --set batch_size=16")
     return parser
@@ -37,6 +39,8 @@ def train_command(args: argparse.Namespace) -> int:
             spec[k] = json.loads(v)
         except json.JSONDecodeError:
             spec[k] = v
+    if args.threads:
+        spec["threads"] = args.threads
     if args.init:
         spec["init"] = args.init
     if args.export:

@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save_tensors, save_model
-from ..precision import to_compute_layout
+from ..compute import set_threads, to_compute_layout
 from .stages import build_stage
 
 
@@ -51,9 +51,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        threads = spec.get("threads")
-        if threads:
-            torch.set_num_threads(int(threads))
+        set_threads(spec.get("threads"))
         seed = int(spec.get("seed", 0))
         torch.manual_seed(seed)  # model init: identical on every rank (and broadcast below)
         self.stage = build_stage(self.spec)

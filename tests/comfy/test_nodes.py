@@ -45,6 +45,21 @@ def test_loader_missing_and_bad_files(n, pack):
         n.loader.LumiereLoader.execute("bad.safetensors")
 
 
+def test_loader_weight_dtype_bf16_is_close_to_fp32(n, loaded):
+    """The Loader's precision choice: bf16 weights in channels_last, the same clip to within bf16 rounding."""
+    fp32 = n.loader.LumiereLoader.execute("tiny_base.safetensors", "fp32").args[0]
+    bf16 = n.loader.LumiereLoader.execute("tiny_base.safetensors", "bf16").args[0]
+    net = n.comfy_model.lumiere_net(bf16)
+    assert net.unet.conv_in.weight.dtype == torch.bfloat16
+    assert net.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    latent = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    a = sample(n, (fp32, loaded[1]), latent)["samples"]
+    b = sample(n, (bf16, loaded[1]), latent)["samples"]
+    assert b.dtype == torch.float32 and (a - b).norm() / a.norm() < 0.05
+    with pytest.raises(ValueError, match="weight_dtype"):
+        n.loader.LumiereLoader.execute("tiny_base.safetensors", "fp16")
+
+
 def test_clip_matches_library_text_encoder(pack, loaded):
     """Core CLIPTextEncode on the CLIP gives exactly the library encoder's context; the empty prompt gives the
     library's unconditional context; prompt weights move the weighted token only."""
