@@ -9,6 +9,9 @@ import torch
 import torch.nn.functional as F
 
 MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
+# the conditioning stage's task mixture: the modes above plus frame-level tasks (any set of known frames is a
+# mask: first + last frame is generative interpolation, the first k frames is clip extension)
+TRAINING_TASKS = MODES + ("keyframes", "extend")
 
 
 def _check_video(name: str, video: torch.Tensor) -> None:
@@ -79,6 +82,31 @@ def cinemagraph(image: torch.Tensor, animate: torch.Tensor, num_frames: int) -> 
     M[:, :, 0] = 1
     C = image[:, :, None].expand(shape) * M
     return C, M
+
+
+def keyframes(frames: torch.Tensor, indices, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames (b, 3, k, h, w) placed at `indices` (k distinct frame numbers); everything between is generated."""
+    _check_video("frames", frames)
+    indices = [int(i) for i in indices]
+    if len(indices) != frames.shape[2] or len(set(indices)) != len(indices) or \
+            not all(0 <= i < num_frames for i in indices):
+        raise ValueError(f"indices: expected {frames.shape[2]} distinct frame numbers in 0..{num_frames - 1}, "
+                         f"got {indices}")
+    b, _, _, h, w = frames.shape
+    C = frames.new_zeros(b, 3, num_frames, h, w)
+    M = frames.new_zeros(b, 1, num_frames, h, w)
+    C[:, :, indices] = frames
+    M[:, :, indices] = 1
+    return C, M
+
+
+def extend(clip: torch.Tensor, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continue `clip` (b, 3, k, h, w): its k frames are the first k of the output, the rest is generated."""
+    _check_video("clip", clip)
+    k = clip.shape[2]
+    if not 1 <= k < num_frames:
+        raise ValueError(f"clip: expected 1 to {num_frames - 1} frames to continue into {num_frames}, got {k}")
+    return keyframes(clip, range(k), num_frames)
 
 
 def direct(C: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,3 +111,20 @@ def test_batched_masks_expand():
 def test_shape_errors_name_the_input(call, name):
     with pytest.raises(ValueError, match=f"^{name}: expected"):
         call()
+
+
+def test_keyframes_and_extend_place_known_frames():
+    from lumiere.conditioning import extend, keyframes
+    frames = torch.rand(1, 3, 2, 4, 4) * 2 - 1
+    C, M = keyframes(frames, [0, 7], 8)
+    assert M[0, 0, :, 0, 0].tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    assert torch.equal(C[:, :, 7], frames[:, :, 1]) and C[:, :, 1:7].abs().sum() == 0
+    clip = torch.rand(1, 3, 3, 4, 4)
+    C, M = extend(clip, 8)
+    assert M[0, 0, :, 0, 0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0] and torch.equal(C[:, :, :3], clip)
+    with pytest.raises(ValueError, match="indices"):
+        keyframes(frames, [0, 0], 8)
+    with pytest.raises(ValueError, match="indices"):
+        keyframes(frames, [0, 8], 8)
+    with pytest.raises(ValueError, match="clip"):
+        extend(torch.rand(1, 3, 8, 4, 4), 8)

@@ -59,11 +59,18 @@ def test_temporal_stage_freezes_t2i(tmp_path, t2i_ckpt):
 
 
 def test_conditioning_stage_all_tasks(tmp_path, t2i_ckpt):
-    tasks = {"text": 1, "image_to_video": 1, "inpaint": 1, "outpaint": 1, "cinemagraph": 1}
-    tr = Trainer(spec("conditioning", init=str(t2i_ckpt), tasks=tasks, batch_size=5), out=tmp_path,
+    from lumiere.conditioning import TRAINING_TASKS
+    tasks = {k: 1 for k in TRAINING_TASKS}
+    tr = Trainer(spec("conditioning", init=str(t2i_ckpt), tasks=tasks, batch_size=7), out=tmp_path,
                  max_steps=2, quiet=True)
-    cond = tr.stage.make_cond(torch.zeros(6, 3, 8, 16, 16), torch.Generator().manual_seed(0))
-    assert cond.shape == (6, 4, 8, 16, 16)
+    x0 = torch.rand(40, 3, 8, 16, 16) * 2 - 1
+    cond = tr.stage.make_cond(x0, torch.Generator().manual_seed(0))
+    assert cond.shape == (40, 4, 8, 16, 16)
+    C, M = cond[:, :3], cond[:, 3:]
+    assert torch.equal(C, x0 * M)  # every task's known pixels are the clip's own
+    known = M.mean(dim=(1, 3, 4))  # (b, t): the fraction of each frame that is known
+    whole_frames = ((known == 0) | (known == 1)).all(dim=1) & (known.sum(1) > 0)
+    assert whole_frames.sum() >= 10  # image_to_video / keyframes / extend clips: whole known frames
     tr.run()
     b = load_model(tmp_path / "model.safetensors")
     assert b.config.unet.in_channels == 7 and b.config.conditioning == "jcm"

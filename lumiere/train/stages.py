@@ -22,7 +22,7 @@ from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.unet2d import UNet2D, widen_input
 
 STAGES = ("t2i", "temporal", "conditioning", "ssr", "style")
-TASKS = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
+TASKS = cond_lib.TRAINING_TASKS
 
 
 def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
@@ -260,6 +260,13 @@ class TemporalStage(Stage):
                 p = [max(1, v) for v in p]
                 inner = x0[i:i + 1, :, :, p[2]:h - p[3], p[0]:w - p[1]]
                 c, m = cond_lib.outpaint(inner, (p[0], p[1], p[2], p[3]))
+            elif task == "keyframes":  # first + last (interpolation), sometimes one more in between
+                idx = [0, t - 1] + ([1 + int(u[0] * (t - 2))] if u[1] < 0.5 and t > 2 else [])
+                idx = sorted(set(idx))
+                c, m = cond_lib.keyframes(x0[i:i + 1, :, idx], idx, t)
+            elif task == "extend":  # the first k frames known, k in 1 .. t/2
+                k = 1 + int(u[0] * (t // 2))
+                c, m = cond_lib.extend(x0[i:i + 1, :, :k], t)
             elif task == "cinemagraph":  # frame 0 + everything outside the box around the object's path
                 region = motion_region(x0[i], margin=int(1 + 2 * u[0]))
                 c, m = cond_lib.cinemagraph(x0[i:i + 1, :, 0], region, t)
