@@ -109,6 +109,12 @@ def get_sampler(name: str):
     return SAMPLERS[name]
 
 
+def seeded_noise(shape, seed: int = 0, device="cpu") -> torch.Tensor:
+    """The initial noise `sample` draws for `seed`: the same tensor, for code that needs it outside the sampler
+    (known-pixel replacement noises the known pixels with it)."""
+    return torch.randn(shape, generator=torch.Generator(device).manual_seed(seed), device=device)
+
+
 def sample(model, shape, sigmas, sampler: str = "ddim", seed: int = 0, init: torch.Tensor | None = None,
            callback=None, disable=True, device="cpu", **kw) -> torch.Tensor:
     """Draw noise from `seed` and run a sampler. With `init` (SDEdit), start from init + sigmas[0] * noise.
@@ -116,7 +122,7 @@ def sample(model, shape, sigmas, sampler: str = "ddim", seed: int = 0, init: tor
     Same seed and inputs give bitwise-identical output on CPU.
     """
     generator = torch.Generator(device).manual_seed(seed)
-    noise = torch.randn(shape, generator=generator, device=device)
+    noise = torch.randn(shape, generator=generator, device=device)  # = seeded_noise(shape, seed, device)
     x = noise * sigmas[0] if init is None else init + noise * sigmas[0]
     return get_sampler(sampler)(model, x, sigmas.to(device), callback=callback, generator=generator,
                                 disable=disable, **kw)
