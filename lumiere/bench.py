@@ -155,13 +155,12 @@ def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | No
     cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
     cfg.unet.in_channels = 3
     cfg.text.vocab = tuple(VOCAB)
-    spec = {"stage": "temporal", "preset": preset, "init_bundle": build_bundle(cfg), "batch_size": batch,
-            "bf16": True, "threads": None, "seed": 0, "t_power": 0.5, "log_every": 10 ** 9,
+    spec = {"stage": "temporal", "preset": preset, "batch_size": batch, "bf16": True, "seed": 0, "t_power": 0.5, "log_every": 10 ** 9,
             "checkpoint_minutes": 10 ** 6}
     import torch
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as d:
-        trainer = Trainer(spec, out=d, quiet=True)
+        trainer = Trainer(spec, out=d, quiet=True, init_bundle=build_bundle(cfg))
         torch.set_num_threads(threads)  # the Trainer sets its own default; the bench's --threads rules here
         flops = count_flops(trainer.train_step)
         sec = median_seconds(trainer.train_step, repeats)

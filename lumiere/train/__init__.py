@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import sys
 
-from .stages import STAGES, build_stage, load_spec
+from .spec import TrainSpec, load_spec
+from .stages import STAGES, build_stage
 from .trainer import Trainer
 
-__all__ = ["STAGES", "Trainer", "add_train_args", "build_stage", "load_spec", "train_command"]
+__all__ = ["STAGES", "TrainSpec", "Trainer", "add_train_args", "build_stage", "load_spec", "train_command"]
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -28,23 +29,24 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    spec = load_spec(args.config)
-    spec["config_file"] = str(args.config)
-    if spec.get("stage", args.stage) != args.stage:
-        raise SystemExit(f"--config {args.config} is for stage {spec.get('stage')!r}, not {args.stage!r}")
-    spec["stage"] = args.stage
+    with open(args.config) as f:
+        raw = json.load(f)
+    if raw.get("stage", args.stage) != args.stage:
+        raise ValueError(f"--config: {args.config} is for stage {raw.get('stage')!r}, not {args.stage!r}")
+    raw["stage"], raw["config_file"] = args.stage, str(args.config)
     for kv in args.set:
         k, _, v = kv.partition("=")
         try:
-            spec[k] = json.loads(v)
+            raw[k] = json.loads(v)
         except json.JSONDecodeError:
-            spec[k] = v
-    if args.threads:
-        spec["threads"] = args.threads
-    if args.init:
-        spec["init"] = args.init
-    if args.export:
-        spec["export"] = args.export
+            raw[k] = v
+    for key, value in (("threads", args.threads), ("init", args.init), ("export", args.export)):
+        if value:
+            raw[key] = value
+    try:
+        spec = TrainSpec.from_dict(raw)
+    except ValueError as e:
+        raise ValueError(f"--config {args.config}: {e}") from None
     Trainer(spec, out=args.out, resume=args.resume, max_minutes=args.max_minutes, max_steps=args.max_steps).run()
     return 0
 
@@ -52,4 +54,8 @@ def train_command(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumiere.train")
     add_train_args(p)
-    return train_command(p.parse_args(argv))
+    try:
+        return train_command(p.parse_args(argv))
+    except ValueError as e:
+        print(f"lumiere.train: error: {e}", file=sys.stderr)
+        return 2

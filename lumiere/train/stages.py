@@ -7,7 +7,6 @@ noise levels, noise, task masks) from the one `generator`, so a step is a pure f
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -15,11 +14,12 @@ import torch.nn.functional as F
 
 from .. import conditioning as cond_lib
 from ..checkpoint import LumiereBundle, build_bundle, load_model
-from ..configs import ModelConfig, TemporalConfig, get_preset
+from ..configs import ModelConfig, get_preset
 from ..data.procedural import VOCAB, ProceduralClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
-from ..models.unet2d import UNet2D, widen_input
+from ..models.unet2d import widen_input
+from .spec import DataSpec, TrainSpec
 
 STAGES = ("t2i", "temporal", "conditioning", "ssr", "style")
 TASKS = cond_lib.TRAINING_TASKS
@@ -39,17 +39,16 @@ def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
     return ModelConfig.from_dict(d)
 
 
-def make_dataset(data: dict, frames: int, size: int, fps: float = 8):
-    kind = data.get("kind", "procedural")
-    if kind == "procedural":
-        return ProceduralClips(size=size, frames=frames, split=data.get("split", "train"),
-                               speed=tuple(data.get("speed", (1.4, 2.0))),
-                               radius=tuple(data.get("radius", (4.0, 6.0))),
-                               bounce=bool(data.get("bounce", False)))
-    if kind == "folder":
+def make_dataset(data: DataSpec, frames: int, size: int, fps: float = 8):
+    if data.kind == "procedural":
+        return ProceduralClips(size=size, frames=frames, split=data.split, speed=data.speed, radius=data.radius,
+                               bounce=data.bounce)
+    if data.kind == "folder":
         from ..data.folder import FolderDataset
-        return FolderDataset(data["path"], frames=frames, size=size, fps=data.get("fps", fps))
-    raise ValueError(f"data.kind: expected 'procedural' or 'folder', got {kind!r}")
+        if not data.path:
+            raise ValueError("data.path: expected the folder of videos for data.kind 'folder'")
+        return FolderDataset(data.path, frames=frames, size=size, fps=data.fps or fps)
+    raise ValueError(f"data.kind: expected 'procedural' or 'folder', got {data.kind!r}")
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
@@ -97,23 +96,23 @@ class Stage:
     name = ""
     device = torch.device("cpu")  # set by the Trainer; data are drawn on the CPU (seeded) and moved
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: TrainSpec):
         self.spec = spec
         self.bundle: LumiereBundle
         self.trainable: list[torch.nn.Parameter]
 
     @property
     def batch_size(self) -> int:
-        return int(self.spec.get("batch_size", 8))
+        return self.spec.batch_size
 
     def context(self, captions, generator):
         te = self.bundle.text_encoder
-        caps = drop_captions(captions, float(self.spec.get("caption_dropout", 0.1)), generator)
+        caps = drop_captions(captions, self.spec.caption_dropout, generator)
         return te.encode(caps)
 
     def noise_levels(self, n, generator):
         c = self.bundle.config
-        return sample_t(n, c.sigma_min, c.sigma_max, generator, power=float(self.spec.get("t_power", 1.0)))
+        return sample_t(n, c.sigma_min, c.sigma_max, generator, power=self.spec.t_power)
 
     def counts(self) -> dict:
         mods = [self.bundle.model] + ([self.bundle.text_encoder] if self.bundle.text_encoder is not None else [])
@@ -128,12 +127,10 @@ class Stage:
         return [self.bundle.model] + ([self.bundle.text_encoder] if self.bundle.text_encoder is not None else [])
 
 
-def _base_config(spec: dict) -> ModelConfig:
-    cfg = get_preset(spec.get("preset", "demo"))
-    cfg = apply_overrides(cfg, spec.get("model", {}))
+def _base_config(spec: TrainSpec) -> ModelConfig:
+    cfg = apply_overrides(get_preset(spec.model_preset), spec.model)
     if not cfg.text.vocab:
-        cfg.text.vocab = tuple(VOCAB) if spec.get("data", {}).get("kind", "procedural") == "procedural" else \
-            folder_vocab(spec["data"]["path"])
+        cfg.text.vocab = tuple(VOCAB) if spec.data.kind == "procedural" else folder_vocab(spec.data.path)
     return cfg
 
 
@@ -146,13 +143,12 @@ def folder_vocab(root) -> tuple[str, ...]:
     return tuple(sorted(words))
 
 
-def _load_init(spec: dict) -> LumiereBundle:
-    if spec.get("init_bundle") is not None:  # in-process (eval's init ablation)
-        return spec["init_bundle"]
-    path = spec.get("init")
-    if not path:
-        raise ValueError(f"stage {spec['stage']!r}: expected 'init' (the previous stage's exported checkpoint)")
-    b = load_model(path)
+def _load_init(spec: TrainSpec, init_bundle: LumiereBundle | None) -> LumiereBundle:
+    if init_bundle is not None:  # in-process (eval's init ablation, bench)
+        return init_bundle
+    if not spec.init:
+        raise ValueError(f"stage {spec.stage!r}: expected 'init' (the previous stage's exported checkpoint)")
+    b = load_model(spec.init)
     for m in (b.model, b.text_encoder):
         if m is not None:
             m.train().requires_grad_(True)
@@ -163,13 +159,13 @@ class T2IStage(Stage):
     """Text-to-image U-Net + built-in text encoder from scratch, on single frames; 10% caption dropout."""
     name = "t2i"
 
-    def __init__(self, spec):
+    def __init__(self, spec, init_bundle=None):
         super().__init__(spec)
         cfg = _base_config(spec)
         cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
         cfg.unet.in_channels = 3
         self.bundle = build_bundle(cfg)
-        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+        self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
         self.trainable = [p for m in self.modules() for p in m.parameters()]
 
     def loss(self, generator):
@@ -180,13 +176,15 @@ class T2IStage(Stage):
         return v_loss(self.bundle.model, *self.to_dev(x0, t, noise), None, ctx)
 
 
-def _inflate_from(spec: dict, init: LumiereBundle) -> tuple[STUNet, ModelConfig]:
+def _inflate_from(spec: TrainSpec, init: LumiereBundle) -> tuple[STUNet, ModelConfig]:
     cfg = copy.deepcopy(init.config)
     preset = _base_config(spec)
     cfg.temporal = preset.temporal
     cfg.num_frames, cfg.fps, cfg.preset = preset.num_frames, preset.fps, preset.preset
     model = init.model if isinstance(init.model, STUNet) else inflate(init.model, cfg.temporal)
-    if spec.get("init_mode", "identity") == "he":  # the paper's init ablation: resampling convs He-initialized
+    if spec.init_mode not in ("identity", "he"):
+        raise ValueError(f"init_mode: expected 'identity' or 'he', got {spec.init_mode!r}")
+    if spec.init_mode == "he":  # the paper's init ablation: resampling convs He-initialized
         for name, m in model.named_modules():
             if name.startswith(("temporal_down", "temporal_up")) and isinstance(m, torch.nn.Conv1d):
                 torch.nn.init.kaiming_normal_(m.weight)
@@ -202,11 +200,14 @@ class TemporalStage(Stage):
     """
     name = "temporal"
 
-    def __init__(self, spec):
+    def __init__(self, spec, init_bundle=None):
         super().__init__(spec)
-        init = _load_init(spec)
+        init = _load_init(spec, init_bundle)
         model, cfg = _inflate_from(spec, init)
-        self.tasks = spec.get("tasks")
+        self.tasks = spec.tasks
+        unknown = [k for k in self.tasks if k not in TASKS]
+        if unknown:
+            raise ValueError(f"tasks: unknown task {unknown[0]!r}; expected some of {TASKS}")
         if self.tasks:
             if model.unet.cfg.in_channels != 7:
                 widen_input(model.unet, 7)
@@ -216,11 +217,11 @@ class TemporalStage(Stage):
         cfg.unet = model.unet.cfg
         cfg.role = "base"
         self.bundle = LumiereBundle(model, init.text_encoder, cfg)
-        self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.get("train_conv_in", True))
+        self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.train_conv_in)
         init.text_encoder.requires_grad_(False)
         # optional, un-Lumiere-like fallback: also fine-tune some T2I weights (e.g. the finest decoder level),
         # at lr * lr_t2i_scale; the log's trainable/frozen counts say how many
-        unfreeze = tuple(spec.get("unfreeze", ()))
+        unfreeze = tuple(spec.unfreeze)
         self.extra = []
         if unfreeze:
             for name, p in model.named_parameters():
@@ -232,8 +233,8 @@ class TemporalStage(Stage):
         extra_ids = {id(p) for p in self.extra}
         self.trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids] + self.extra
         self.lr_scales = [1.0] * (len(self.trainable) - len(self.extra)) + \
-            [float(spec.get("lr_t2i_scale", 0.25))] * len(self.extra)
-        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+            [spec.lr_t2i_scale] * len(self.extra)
+        self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
 
     def make_cond(self, x0: torch.Tensor, generator: torch.Generator):
         """A <C, M> per clip from the task mixture (weights `tasks`)."""
@@ -293,13 +294,13 @@ class SSRStage(Stage):
     """A STUNet from scratch on (noisy high-res, bilinearly up-sampled low-res) over short windows."""
     name = "ssr"
 
-    def __init__(self, spec):
+    def __init__(self, spec, init_bundle=None):
         super().__init__(spec)
-        cfg = _base_config({"preset": spec.get("preset", "ssr_demo"), "model": spec.get("model", {})})
+        cfg = _base_config(spec)
         cfg.role, cfg.conditioning = "ssr", "lowres"
         cfg.unet.in_channels = 6
         self.bundle = build_bundle(cfg)
-        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+        self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
         self.trainable = [p for m in self.modules() for p in m.parameters()]
 
     def lowres(self, hi: torch.Tensor) -> torch.Tensor:
@@ -322,14 +323,14 @@ class StyleStage(Stage):
     """Fine-tune the base's T2I weights (a UNet2D with the base's `net.unet.*` keys) on styled single frames."""
     name = "style"
 
-    def __init__(self, spec):
+    def __init__(self, spec, init_bundle=None):
         super().__init__(spec)
-        init = _load_init(spec)
+        init = _load_init(spec, init_bundle)
         unet = init.model.unet if isinstance(init.model, STUNet) else init.model
         cfg = copy.deepcopy(init.config)
         cfg.temporal, cfg.role = None, "style"
         # from a 3-channel T2I: widen (zero-initialised C, M channels) so the keys/shapes match the 7-channel base
-        width = int(spec.get("in_channels", unet.cfg.in_channels))
+        width = spec.in_channels or unet.cfg.in_channels
         if unet.cfg.in_channels < width:
             widen_input(unet, width)
         cfg.unet = unet.cfg
@@ -337,7 +338,7 @@ class StyleStage(Stage):
         self.bundle = LumiereBundle(unet, init.text_encoder, cfg)
         init.text_encoder.requires_grad_(False)
         self.trainable = list(unet.parameters())
-        self.data = make_dataset(spec.get("data", {}), cfg.num_frames, cfg.resolution, cfg.fps)
+        self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
 
     def loss(self, generator):
         x0, caps, _ = self.data.images(self.batch_size, generator)
@@ -355,13 +356,8 @@ STAGE_CLASSES = {"t2i": T2IStage, "temporal": TemporalStage, "conditioning": Con
                  "ssr": SSRStage, "style": StyleStage}
 
 
-def build_stage(spec: dict) -> Stage:
-    name = spec.get("stage")
-    if name not in STAGE_CLASSES:
-        raise ValueError(f"stage: expected one of {STAGES}, got {name!r}")
-    return STAGE_CLASSES[name](spec)
-
-
-def load_spec(path: str | Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def build_stage(spec: TrainSpec | dict, init_bundle: LumiereBundle | None = None) -> Stage:
+    spec = TrainSpec.from_dict(spec)
+    if spec.stage not in STAGE_CLASSES:
+        raise ValueError(f"stage: expected one of {STAGES}, got {spec.stage!r}")
+    return STAGE_CLASSES[spec.stage](spec, init_bundle)

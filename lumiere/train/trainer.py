@@ -12,6 +12,7 @@ Resume = same spec + `--resume`: the run continues bitwise as if it had not stop
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save_tensors, save_model
 from ..compute import set_threads, to_compute_layout
+from .spec import TrainSpec
 from .stages import build_stage
 
 
@@ -40,22 +42,25 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 class Trainer:
-    def __init__(self, spec: dict, out: str | Path | None = None, resume: bool = False,
-                 max_minutes: float | None = None, max_steps: int | None = None, quiet: bool = False):
-        self.spec = dict(spec)
-        self.out = Path(out or spec.get("out") or f"runs/{spec['stage']}")
-        self.max_minutes = max_minutes if max_minutes is not None else spec.get("max_minutes")
-        self.max_steps = max_steps if max_steps is not None else spec.get("max_steps")
+    def __init__(self, spec: TrainSpec | dict, out: str | Path | None = None, resume: bool = False,
+                 max_minutes: float | None = None, max_steps: int | None = None, quiet: bool = False,
+                 init_bundle=None):
+        """`spec`: a TrainSpec or a config dict (validated). `init_bundle`: an in-memory LumiereBundle to start
+        from instead of `spec.init` (never part of the spec, which is written to every checkpoint as JSON)."""
+        spec = self.spec = TrainSpec.from_dict(spec)
+        self.out = Path(out or spec.out or f"runs/{spec.stage}")
+        self.max_minutes = max_minutes if max_minutes is not None else (spec.max_minutes or None)
+        self.max_steps = max_steps if max_steps is not None else (spec.max_steps or None)
         self.quiet = quiet
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        set_threads(spec.get("threads"))
-        seed = int(spec.get("seed", 0))
+        set_threads(spec.threads)
+        seed = spec.seed
         torch.manual_seed(seed)  # model init: identical on every rank (and broadcast below)
-        self.stage = build_stage(self.spec)
-        dev = spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.stage = build_stage(spec, init_bundle)
+        dev = spec.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dev == "cuda":
             dev = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
             torch.cuda.set_device(dev)
@@ -63,13 +68,13 @@ class Trainer:
         self.stage.device = self.device
         for m in self.stage.modules():
             m.to(self.device)
-        if spec.get("channels_last", True):
+        if spec.channels_last:
             to_compute_layout(self.stage.bundle.model)
         self.params = self.stage.trainable
         # the training summary's key in the model's notes: "stage", or "stage_runN" for a continuation
         earlier = [k for k in self.stage.bundle.config.notes.get("training", {})
-                   if k == spec["stage"] or k.startswith(spec["stage"] + "_run")]
-        self.hist_key = spec["stage"] + (f"_run{len(earlier) + 1}" if earlier else "")
+                   if k == spec.stage or k.startswith(spec.stage + "_run")]
+        self.hist_key = spec.stage + (f"_run{len(earlier) + 1}" if earlier else "")
         for m in self.stage.modules():
             m.train()
         if self.world > 1:
@@ -84,9 +89,7 @@ class Trainer:
             groups.setdefault(sc, []).append(p)
         self.params = [p for sc in groups for p in groups[sc]]  # group order (== the stage's order)
         self.opt = torch.optim.AdamW([{"params": ps, "lr_scale": sc} for sc, ps in groups.items()],
-                                     lr=float(spec.get("lr", 5e-4)),
-                                     betas=tuple(spec.get("betas", (0.9, 0.99))),
-                                     weight_decay=float(spec.get("weight_decay", 0.0)))
+                                     lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
         self.ema = [p.detach().clone().float() for p in self.params]
         self.step = 0
         self.train_seconds = 0.0
@@ -97,9 +100,9 @@ class Trainer:
 
     # ---- schedule -------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        lr, warm = float(self.spec.get("lr", 5e-4)), int(self.spec.get("warmup", 100))
+        lr, warm = self.spec.lr, self.spec.warmup
         f = min(1.0, (step + 1) / max(1, warm))
-        if self.spec.get("decay") == "cosine" and self.max_steps:
+        if self.spec.decay == "cosine" and self.max_steps:
             f *= 0.5 * (1 + math.cos(math.pi * min(1.0, step / self.max_steps)))
         return lr * f
 
@@ -107,7 +110,7 @@ class Trainer:
     def train_step(self) -> float:
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step) * g.get("lr_scale", 1.0)
-        bf16 = bool(self.spec.get("bf16", True))
+        bf16 = self.spec.bf16
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:
             loss = self.stage.loss(self.generator)
@@ -128,11 +131,10 @@ class Trainer:
             loss_value = float(lt) / self.world
         else:
             loss_value = float(loss.detach())
-        clip = self.spec.get("grad_clip", 1.0)
-        if clip:
-            torch.nn.utils.clip_grad_norm_(self.params, float(clip))
+        if self.spec.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, self.spec.grad_clip)
         self.opt.step()
-        decay = min(float(self.spec.get("ema", 0.995)), (1 + self.step) / (10 + self.step))
+        decay = min(self.spec.ema, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
             for e, p in zip(self.ema, self.params):
                 e.mul_(decay).add_(p.detach().float(), alpha=1 - decay)
@@ -170,11 +172,11 @@ class Trainer:
         name = f"state-{self.step:08d}"
         atomic_save_tensors(self.out / f"{name}.safetensors", t)
         meta = {"step": self.step, "train_seconds": self.train_seconds, "world_size": self.world,
-                "last_loss": self.last_loss, "spec": self.spec,
+                "last_loss": self.last_loss, "spec": self.spec.to_dict(),
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]}
         _atomic_write_bytes(self.out / f"{name}.json", json.dumps(meta, indent=1).encode())
         _atomic_write_bytes(self.out / "latest.json", json.dumps({"name": name, "step": self.step}).encode())
-        keep = int(self.spec.get("keep_checkpoints", 2))
+        keep = self.spec.keep_checkpoints
         olds = sorted(self.out.glob("state-*.safetensors"))[:-keep]
         for f in olds:
             for g in (f, f.with_suffix(".json")):
@@ -204,7 +206,7 @@ class Trainer:
         if key in t and meta.get("world_size", 1) == self.world:
             self.generator.set_state(t[key])
         else:
-            self.generator.manual_seed(int(self.spec.get("seed", 0)) * 1000 + self.rank + 7919 * meta["step"])
+            self.generator.manual_seed(self.spec.seed * 1000 + self.rank + 7919 * meta["step"])
         self.step, self.train_seconds = meta["step"], meta["train_seconds"]
         self.last_loss = meta.get("last_loss", float("nan"))
         return True
@@ -219,15 +221,15 @@ class Trainer:
         hist = dict(notes.get("training", {}))
         hist[self.hist_key] = {"steps": self.step, "train_minutes": round(self.train_seconds / 60, 2),
                                     "last_loss": round(self.last_loss, 5), "world_size": self.world,
-                                    "batch_size": self.stage.batch_size, "lr": self.spec.get("lr"),
+                                    "batch_size": self.stage.batch_size, "lr": self.spec.lr,
                                     **self.stage.counts(),
-                                    "config": self.spec.get("config_file", ""),
-                                    "init": str(self.spec.get("init", "")),
-                                    "unfreeze": list(self.spec.get("unfreeze", []))}
+                                    "config": self.spec.config_file,
+                                    "init": self.spec.init,
+                                    "unfreeze": list(self.spec.unfreeze)}
         notes["training"] = hist
-        notes["data"] = self.spec.get("data", {"kind": "procedural"})
+        notes["data"] = dataclasses.asdict(self.spec.data)
         cfg.notes = notes
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.get("export_dtype", "fp32"))
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.spec.export_dtype)
         with self.ema_weights():
             save_model(path, self.stage.bundle, dtype=dtype)
         return path
@@ -251,9 +253,9 @@ class Trainer:
 
         Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; its time is not counted as training time."""
         from ..eval import motion_probe
-        opts = dict(self.spec.get("probe", {}))
+        opts = dict(self.spec.probe)
         t0 = time.time()
-        bf16 = bool(self.spec.get("bf16", True))
+        bf16 = self.spec.bf16
         with self.ema_weights(), torch.no_grad(), \
                 (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()):
             res = motion_probe(self.stage.bundle, **opts)
@@ -287,19 +289,19 @@ class Trainer:
     def run(self) -> dict:
         counts = self.stage.counts()
         if self.rank == 0:
-            msg = (f"[train {self.spec['stage']}] start step {self.step}: trainable {counts['trainable']:,} / "
+            msg = (f"[train {self.spec.stage}] start step {self.step}: trainable {counts['trainable']:,} / "
                    f"frozen {counts['frozen']:,} parameters, world {self.world}, out {self.out}")
             print(msg, flush=True)
             self.log({"event": "start", "step": self.step, **counts, "world_size": self.world})
-        ckpt_every = float(self.spec.get("checkpoint_minutes", 5)) * 60
-        log_every = int(self.spec.get("log_every", 20))
+        ckpt_every = self.spec.checkpoint_minutes * 60
+        log_every = self.spec.log_every
         start = last_ckpt = last_probe = time.time()
-        probe_every = float(self.spec.get("probe_minutes", 0)) * 60
+        probe_every = self.spec.probe_minutes * 60
         if probe_every and self.step == 0 and self.rank == 0:
             self.probe()  # the starting point of the curve
         acc, n_acc, t_acc = 0.0, 0, time.time()
         bar = tqdm(total=self.max_steps, initial=self.step, disable=self.quiet or self.rank != 0,
-                   mininterval=float(self.spec.get("tqdm_interval", 10)), desc=self.spec["stage"])
+                   mininterval=self.spec.tqdm_interval, desc=self.spec.stage)
         while not self.should_stop(start):
             t0 = time.time()
             loss = self.train_step()
@@ -320,7 +322,7 @@ class Trainer:
                 due = bool(flag.item())
             if due:
                 self.save()
-                if self.spec.get("export_every_checkpoint", True):
+                if self.spec.export_every_checkpoint:
                     self.export()
                 last_ckpt = time.time()
             if probe_every and self.rank == 0 and time.time() - last_probe >= probe_every:
@@ -331,13 +333,13 @@ class Trainer:
             (self.out / "STOP").unlink()
         self.save()
         path = self.export()
-        if self.spec.get("export") and self.rank == 0:
-            self.export(self.spec["export"])
-        if self.spec.get("dump_rank_weights"):  # DDP test: every rank writes what it holds
+        if self.spec.export and self.rank == 0:
+            self.export(self.spec.export)
+        if self.spec.dump_rank_weights:  # DDP test: every rank writes what it holds
             atomic_save_tensors(self.out / f"rank{self.rank}.safetensors",
                                  {f"p{i}": p.detach().cpu().contiguous() for i, p in enumerate(self.params)})
         if self.rank == 0:
             self.log({"event": "end", "step": self.step, "train_min": self.train_seconds / 60})
-            print(f"[train {self.spec['stage']}] done at step {self.step} ({self.train_seconds / 60:.1f} min "
+            print(f"[train {self.spec.stage}] done at step {self.step} ({self.train_seconds / 60:.1f} min "
                   f"training), exported {path}", flush=True)
         return {"step": self.step, "train_minutes": self.train_seconds / 60, "out": str(self.out)}
