@@ -82,6 +82,16 @@ def test_ssr_stage(tmp_path):
     b = load_model(tmp_path / "model.safetensors")
     assert b.config.role == "ssr" and b.config.conditioning == "lowres" and b.config.unet.in_channels == 6
     assert b.config.scale == 2
+    # continued from its own export: the weights start where that run ended, the history records both runs
+    tr = Trainer(spec("ssr", init=str(tmp_path / "model.safetensors")), out=tmp_path / "more", quiet=True)
+    torch.testing.assert_close(tr.stage.bundle.model.state_dict(), b.model.state_dict(), rtol=0, atol=0)
+    tr.max_steps = 1
+    tr.run()
+    c = load_model(tmp_path / "more" / "model.safetensors")
+    assert {"ssr", "ssr_run2"} <= set(c.config.notes["training"])
+    with pytest.raises(ValueError, match="init: expected an SSR checkpoint"):
+        Trainer(spec("ssr", init=str(ROOT / "models" / "lumiere" / "lumiere_demo_base.safetensors")),
+                out=tmp_path / "y", quiet=True)
 
 
 def test_style_stage_matches_base_t2i_keys(tmp_path, base_ckpt):

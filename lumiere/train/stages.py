@@ -291,15 +291,23 @@ class ConditioningStage(TemporalStage):
 
 
 class SSRStage(Stage):
-    """A STUNet from scratch on (noisy high-res, bilinearly up-sampled low-res) over short windows."""
+    """A STUNet on (noisy high-res, bilinearly up-sampled low-res) over short windows: from scratch, or
+    continued from an SSR checkpoint given as `init`."""
     name = "ssr"
 
     def __init__(self, spec, init_bundle=None):
         super().__init__(spec)
-        cfg = _base_config(spec)
-        cfg.role, cfg.conditioning = "ssr", "lowres"
-        cfg.unet.in_channels = 6
-        self.bundle = build_bundle(cfg)
+        if spec.init or init_bundle is not None:
+            self.bundle = _load_init(spec, init_bundle)
+            if self.bundle.config.role != "ssr":
+                raise ValueError(f"init: expected an SSR checkpoint (role 'ssr'), got role "
+                                 f"{self.bundle.config.role!r}")
+            cfg = self.bundle.config
+        else:
+            cfg = _base_config(spec)
+            cfg.role, cfg.conditioning = "ssr", "lowres"
+            cfg.unet.in_channels = 6
+            self.bundle = build_bundle(cfg)
         self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
         self.trainable = [p for m in self.modules() for p in m.parameters()]
 
