@@ -40,7 +40,10 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=MODES, default=None,
                    help="default: image_to_video with --image, else text (or SDEdit with --video)")
     g.add_argument("--image", help="PNG: first frame (image_to_video), still (cinemagraph), or clip to complete")
-    g.add_argument("--mask", help="PNG: inpaint: white = keep, black = generate; cinemagraph: white = animate")
+    g.add_argument("--mask", help="PNG, ComfyUI's convention: white = generate (inpaint) or animate (cinemagraph), "
+                                  "black = keep")
+    g.add_argument("--replace-known", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the given pixels exactly (known-pixel replacement at every step; default on)")
     g.add_argument("--pad", type=int, nargs=4, metavar=("L", "R", "T", "B"), help="outpaint border in pixels")
     g.add_argument("--video", help="input video (.mp4/.webp/.gif or a folder of frames): SDEdit source in text "
                                    "mode, the clip to complete with --mode inpaint/outpaint")
@@ -110,8 +113,8 @@ def _conditioning(args, mode: str, t: int, h: int, w: int):
         return conditioning.cinemagraph(image, mask, t)
     clip = (_read("--video", load_video, args.video, t, h, w) if args.video
             else image[:, :, None].expand(-1, -1, t, -1, -1))
-    if mode == "inpaint":
-        return conditioning.inpaint(clip, mask)
+    if mode == "inpaint":  # the mask marks what to generate; the library's M marks what is known
+        return conditioning.inpaint(clip, 1 - mask)
     return conditioning.outpaint(clip, tuple(args.pad))
 
 
@@ -155,7 +158,7 @@ def generate_command(args) -> int:
     video = generate(bundle, args.prompt, num_frames=t, height=h, width=w, steps=args.steps, cfg=args.cfg,
                      seed=args.seed, sampler=args.sampler, scheduler=args.scheduler, negative=args.negative,
                      C=C, M=M, init_video=init, strength=0.6 if args.strength is None else args.strength,
-                     disable=args.quiet)
+                     replace_known=args.replace_known and C is not None, disable=args.quiet)
     if ssr is not None:
         video = upscale(ssr, video, args.prompt, window=args.window, overlap=args.overlap, fuse=args.fuse,
                         tile=args.tile, steps=args.ssr_steps, cfg=args.ssr_cfg, seed=args.seed,
@@ -215,21 +218,6 @@ def _setup_eval(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=eval_command)
 
 
-def _delegate(p: argparse.ArgumentParser, name: str, setup) -> None:
-    """Import the command's module only when it is the one run (training pulls in data loading)."""
-    try:
-        setup(p)
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.{name}":
-            raise
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=lambda args: _unavailable(name))
-
-
-def _unavailable(name: str) -> int:
-    raise InputError(f"{name}: lumiere.{name} is not part of this install")
-
-
 # ---------------------------------------------------------------- entry point
 
 
@@ -246,8 +234,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     for name, helptext, setup in (("train", "train a stage (see configs/)", _setup_train),
                                   ("eval", "evaluate checkpoints", _setup_eval)):
         p = sub.add_parser(name, help=helptext)
-        if command == name:
-            _delegate(p, name, setup)
+        if command == name:  # import the command's module only when it is the one run (training pulls in data)
+            setup(p)
     return parser
 
 

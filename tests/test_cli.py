@@ -156,6 +156,22 @@ def test_conditioning_modes(files, tmp_path, extra):
     assert not torch.equal(video, load_video(plain, 4, 16, 16))  # C and M reached the model
 
 
+def test_masks_follow_comfyui_convention_white_is_generated(files, tmp_path):
+    """mask.png is white on the right half: inpaint keeps the left half of the clip (exactly, with known-pixel
+    replacement) and generates the right; cinemagraph keeps the left half still and animates the right."""
+    source = load_video(files / "input.gif", 4, 16, 16)
+    assert main(*gen(files, "--mode", "inpaint", "--video", files / "input.gif", "--mask", files / "mask.png",
+                     "--frames", 4, "--out", tmp_path / "inp")) == 0
+    out = load_video(tmp_path / "inp", 4, 16, 16)
+    assert (out[..., :8] - source[..., :8]).abs().max() <= 2 / 255 + 1e-6  # kept (uint8 rounding)
+    assert (out[..., 8:] - source[..., 8:]).abs().mean() > 0.1  # generated
+    assert main(*gen(files, "--mode", "cinemagraph", "--image", files / "image.png", "--mask", files / "mask.png",
+                     "--frames", 4, "--out", tmp_path / "cine")) == 0
+    cine = load_video(tmp_path / "cine", 4, 16, 16)
+    still = (cine[:, :, 1:] - cine[:, :, :1]).abs()
+    assert still[..., :8].max() <= 2 / 255 + 1e-6 and still[..., 8:].mean() > 0.05
+
+
 def test_sdedit_stays_close_to_the_input(files, tmp_path):
     source = load_video(files / "input.gif", 8, 16, 16)
     assert main(*gen(files, "--video", files / "input.gif", "--strength", 0.04, "--steps", 25, "--cfg", 1,
