@@ -125,3 +125,19 @@ def test_bf16_network_keeps_the_callers_dtype_and_is_close():
     assert rel < 0.05, rel
     with pytest.raises(ValueError, match="precision"):
         prepare_for_inference(model, "fp8")
+
+
+def test_activation_checkpointing_same_gradients_less_memory():
+    from lumiere.bench import peak_bytes
+    model = randomize(build_model(get_preset("tiny")), 8)
+    x, t, ctx = tiny_inputs(2)
+    x = torch.cat([x] * 2, dim=2)  # 16 frames: activations dominate
+    grads, peaks = [], []
+    for on in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = on
+        peaks.append(peak_bytes(lambda: model(x, t, ctx).square().mean().backward()))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6)
+    assert peaks[1] < 0.8 * peaks[0], peaks

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange, repeat
 from torch import nn
 
@@ -33,6 +34,7 @@ class STUNet(nn.Module):
                              f"got {len(cfg.temporal_down)}")
         self.unet = unet
         self.cfg = cfg
+        self.activation_checkpointing = False  # a training option (TrainSpec.activation_checkpointing)
         ch = [unet.cfg.base_channels * m for m in unet.cfg.channel_mult]
         coarsest = levels - 1
 
@@ -78,8 +80,7 @@ class STUNet(nn.Module):
         for lvl, level in enumerate(u.down):
             emb_f, ctx_f = per_frame(emb, frames), per_frame(context, frames)
             for res, att, tblock in zip(level.res, level.attn, self.down_blocks[lvl]):
-                h = run_attn(att, res(h, emb_f), ctx_f)
-                h = tblock(h, emb, context, frames)
+                h = self._block(res, att, tblock, h, emb_f, ctx_f, emb, context, frames)
                 skips.append(h)
             if lvl < len(u.downsample):
                 h = u.downsample[lvl](h)
@@ -88,14 +89,13 @@ class STUNet(nn.Module):
                     frames //= 2
                 skips.append(h)
         emb_f, ctx_f = per_frame(emb, frames), per_frame(context, frames)
-        h = u.mid_attn(u.mid_res1(h, emb_f), ctx_f)
-        h = u.mid_res2(self.mid_block(h, emb, context, frames), emb_f)
+        h = self._checkpointed(self._mid, h, emb_f, ctx_f, emb, context, frames)
         levels = u.cfg.num_levels
         for i, level in enumerate(u.up):
             emb_f, ctx_f = per_frame(emb, frames), per_frame(context, frames)
             for res, att, tblock in zip(level.res, level.attn, self.up_blocks[i]):
-                h = run_attn(att, res(torch.cat([h, skips.pop()], dim=1), emb_f), ctx_f)
-                h = tblock(h, emb, context, frames)
+                h = self._block(res, att, tblock, torch.cat([h, skips.pop()], dim=1), emb_f, ctx_f, emb, context,
+                                frames)
             if i < len(u.upsample):
                 h = u.upsample[i](h)
                 k = str(levels - 2 - i)  # the spatial resize this up-sampling mirrors
@@ -104,6 +104,25 @@ class STUNet(nn.Module):
                     frames *= 2
         out = u.conv_out(F.silu(u.norm_out(h)))
         return rearrange(out, "(b t) c h w -> b c t h w", b=b).to(out_dtype)
+
+    # one "block" = a U-Net res block, its spatial attention and the temporal block after it
+    def _block(self, res, att, tblock, h, emb_f, ctx_f, emb, context, frames: int) -> torch.Tensor:
+        def block(h, emb_f, ctx_f, emb, context, frames):
+            return tblock(run_attn(att, res(h, emb_f), ctx_f), emb, context, frames)
+        return self._checkpointed(block, h, emb_f, ctx_f, emb, context, frames)
+
+    def _mid(self, h, emb_f, ctx_f, emb, context, frames: int) -> torch.Tensor:
+        u = self.unet
+        return u.mid_res2(self.mid_block(u.mid_attn(u.mid_res1(h, emb_f), ctx_f), emb, context, frames), emb_f)
+
+    def _checkpointed(self, fn, *args) -> torch.Tensor:
+        """fn(*args). With `activation_checkpointing` (training only), only the block's inputs are kept and its
+        activations are recomputed in the backward pass: peak memory falls to about one block's activations
+        plus the block inputs, for about one more forward of compute. Every input is an argument (a closure
+        over the forward's loop variables would be re-read, changed, at recompute time)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def temporal_parameters(self):
         return (p for name, p in self.named_parameters() if not name.startswith("unet."))

@@ -62,6 +62,8 @@ class TrainSpec:
     ema: float = _key(0.995, "EMA decay of the exported weights")
     bf16: bool = _key(True, "bf16 autocast (fp32 master weights)")
     channels_last: bool = _key(True, "channels_last compute layout (`lumiere.compute`)")
+    activation_checkpointing: bool = _key(False, "recompute each STUNet block's activations in the backward pass "
+                                                 "(less memory, ~1.3x the step time; for long clips on a GPU)")
     caption_dropout: float = _key(0.1, "probability of the empty prompt (classifier-free guidance)")
     t_power: float = _key(1.0, "noise-level bias t = u^p (p < 1: more high noise, where motion is decided)")
     threads: int = _key(0, "torch CPU threads (0: half the cores)")

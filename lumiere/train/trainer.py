@@ -70,6 +70,10 @@ class Trainer:
             m.to(self.device)
         if spec.channels_last:
             to_compute_layout(self.stage.bundle.model)
+        if spec.activation_checkpointing:
+            if not hasattr(self.stage.bundle.model, "activation_checkpointing"):
+                raise ValueError(f"activation_checkpointing: only STUNet stages have it, not stage {spec.stage!r}")
+            self.stage.bundle.model.activation_checkpointing = True
         self.params = self.stage.trainable
         # the training summary's key in the model's notes: "stage", or "stage_runN" for a continuation
         earlier = [k for k in self.stage.bundle.config.notes.get("training", {})
