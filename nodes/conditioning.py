@@ -1,4 +1,10 @@
-"""The masked conditioning encoder: Lumiere's <J, C, M> tasks from core IMAGE and MASK inputs."""
+"""The masked conditioning encoder: Lumiere's <J, C, M> tasks from core IMAGE and MASK inputs.
+
+With `replace_known` the output LATENT carries the known pixels as its samples and a core "noise_mask"
+(1 = generate, ComfyUI's convention): core sampling (KSamplerX0Inpaint, so Lumiere's sampler and core KSampler
+alike) then puts the known pixels back, noised to the current level, at every step, and the Lumiere sampler
+composites them exactly at the end. The same replacement as the library's `generate(replace_known=True)`.
+"""
 from __future__ import annotations
 
 import torch
@@ -44,6 +50,27 @@ def build_cm(mode, image, mask, frames, pad) -> tuple[torch.Tensor, torch.Tensor
     raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
 
 
+def as_video_mask(mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """A MASK [H, W] or [T, H, W] (T = 1 or `frames`) -> (1, 1, frames, H, W), values kept (not thresholded)."""
+    m = mask.float().clamp(0, 1)
+    m = m[None, None, None] if m.ndim == 2 else m[None, None]
+    return m.expand(1, 1, frames, *m.shape[-2:]).to(mm.intermediate_device())
+
+
+def known_pixels(mode, image, mask, C, M) -> tuple[torch.Tensor, torch.Tensor]:
+    """What replacement keeps: (K, W), K the known video (1, 3, T, H, W), W in 0..1 how much each pixel is known.
+
+    W = M where the recipe's mask is binary by construction (image_to_video, outpaint); where the user gives a
+    MASK, W = 1 - MASK *before* the recipe's 0.5 threshold, so a feathered mask blends instead of cutting."""
+    if mode in ("inpaint", "direct"):
+        return frames_to_video(image, "image"), 1 - as_video_mask(mask, C.shape[2])
+    if mode == "cinemagraph":
+        W = 1 - as_video_mask(mask, C.shape[2])
+        W[:, :, 0] = 1  # the still itself is frame 0
+        return frames_to_video(image, "image")[:, :, :1].expand_as(C), W
+    return C, M
+
+
 def pad_input(name: str, side: str) -> io.Int.Input:
     return io.Int.Input(name, default=0, min=0, max=4096, step=4,
                         tooltip=f"outpaint only: pixels added on the {side}.")
@@ -57,7 +84,8 @@ class LumiereConditioning(io.ComfyNode):
             display_name="Lumiere Conditioning (masked video)",
             category="Lumiere/conditioning",
             description="Builds Lumiere's masked conditioning <C, M> (M = 1 on known pixels) and attaches it to "
-                        "positive and negative; outputs the matching empty video latent for the sampler.",
+                        "positive and negative; outputs the matching video latent for the sampler (with "
+                        "replace_known: the known pixels and a noise mask, so they are kept exactly).",
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning from CLIP Text Encode."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning from CLIP Text Encode."),
@@ -80,23 +108,36 @@ class LumiereConditioning(io.ComfyNode):
                 pad_input("pad_right", "right"),
                 pad_input("pad_top", "top"),
                 pad_input("pad_bottom", "bottom"),
+                io.Boolean.Input("replace_known", default=True, optional=True,
+                                 tooltip="Keep the given pixels exactly (the image on frame 0, the area outside "
+                                         "the mask): at every step they are put back, noised to the current "
+                                         "level, and the final video is composited with them (through the "
+                                         "latent's noise mask, so core KSampler honours it too). Off: the model "
+                                         "alone decides, guided by <C, M>. A soft (grey) mask blends."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive"),
                 io.Conditioning.Output(display_name="negative"),
-                io.Latent.Output(display_name="latent", tooltip="An empty video latent of the conditioning's shape."),
+                io.Latent.Output(display_name="latent",
+                                 tooltip="A video latent of the conditioning's shape: empty, or with replace_known "
+                                         "the known pixels plus a noise_mask (1 = generate)."),
             ],
         )
 
     @classmethod
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
-                pad_bottom=0) -> io.NodeOutput:
+                pad_bottom=0, replace_known=True) -> io.NodeOutput:
         C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom))
         cond = torch.cat([C * M, M], dim=1).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})
         negative = node_helpers.conditioning_set_values(negative, {COND_KEY: cond})
-        latent = torch.zeros_like(cond[:, :3])
-        return io.NodeOutput(positive, negative, {"samples": latent})
+        if not replace_known:
+            return io.NodeOutput(positive, negative, {"samples": torch.zeros_like(cond[:, :3])})
+        K, W = known_pixels(mode, image, mask, C, M)
+        K, W = K.to(cond.device), W.to(cond.device)
+        # the samples start as the known pixels (zero where nothing is known, as an empty latent)
+        latent = {"samples": K * (W > 0), "noise_mask": 1 - W}  # noise_mask (1, 1, T, H, W): 1 = generate
+        return io.NodeOutput(positive, negative, latent)
 
 
 NODES = [LumiereConditioning]

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 from comfy.cli_args import args
 from comfy_api.latest import io
 from PIL import Image
 
+from ..lumiere.diffusion.known import composite_known
 from .comfy_model import check_video_shape, clip_mosaic
 
 
@@ -31,13 +33,21 @@ def clip_preview_callback(steps: int):
 
 
 def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0):
-    """comfy.sample.sample on a video latent (the body of core KSampler, with our callback)."""
+    """comfy.sample.sample on a video latent (the body of core KSampler, with our callback).
+
+    A latent "noise_mask" (1 = generate) is honoured as core does (the kept pixels are put back, noised, at every
+    step), and then composited exactly: where the mask is 0 the output *is* the input latent, bit for bit."""
     samples = latent["samples"]
+    noise_mask = latent.get("noise_mask")
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
-                              denoise=denoise, noise_mask=latent.get("noise_mask"),
+                              denoise=denoise, noise_mask=noise_mask,
                               callback=clip_preview_callback(steps), disable_pbar=True, seed=seed)
-    return out.to(mm.intermediate_device())
+    out = out.to(mm.intermediate_device())
+    if noise_mask is not None:  # the mask as core sampling reshapes it: (B, C, T, H, W)
+        generate = comfy.sampler_helpers.prepare_mask(noise_mask, out.shape, out.device)
+        out = composite_known(out, samples.to(out), 1 - generate)
+    return out
 
 
 def sampling_inputs() -> list:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfy_harness import ComfyServer  # noqa: E402
 from lumiere.data.procedural import ProceduralClips  # noqa: E402
+from lumiere.pipeline import SSR_DENOISE  # noqa: E402
 
 WORKFLOWS = ROOT / "workflows"
 INPUTS = WORKFLOWS / "inputs"
@@ -92,7 +93,8 @@ def conditioned(prompt: str, name: str, mode: str, image, mask=None, pads=(0, 0,
     """A base graph whose sampler gets <C, M> from Lumiere Conditioning (node 10)."""
     g = base_graph(prompt, name, latent=["10", 2], positive=["10", 0], negative=["10", 1])
     cond = dict(positive=["2", 0], negative=["3", 0], mode=mode, frames=["1", 2], image=image,
-                pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3])
+                pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3],
+                replace_known=True)  # the given pixels kept exactly
     if mask is not None:
         cond["mask"] = mask
     g["10"] = node("LumiereConditioning", **cond)
@@ -117,7 +119,7 @@ def graphs() -> dict[str, dict]:
         "13": node("CLIPTextEncode", "SSR negative prompt", text="", clip=["11", 1]),
         "14": node("LumiereSSRUpscale", model=["11", 0], positive=["12", 0], negative=["13", 0], frames=["6", 0],
                    scale=2, window=8, overlap=4, fuse="ramped", seed=0, steps=20, cfg=1.0, sampler_name="ddim",
-                   scheduler="normal"),
+                   scheduler="normal", denoise=SSR_DENOISE),
     })
     ssr["7"]["inputs"]["images"] = ["14", 0]
     stylized = base_graph("a yellow square moving left on white", "stylized", model_out=("15", 0))
