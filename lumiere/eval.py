@@ -5,22 +5,33 @@ never seen in training):
 - prompt adherence (colour / shape / motion-direction accuracy) of the STUNet against the per-frame T2I baseline
   (the same model's T2I weights run frame by frame with independent noise: `pipeline.FramewiseT2I`) and against
   ground-truth clips (which validates the metrics themselves);
-- temporal consistency: frame-to-frame flicker, object-size and object-colour stability;
-- image-to-video frame-0 PSNR, inpainting / outpainting known-region PSNR, cinemagraph static-region PSNR;
-- SSR PSNR against the ground-truth high-resolution clip, next to bicubic up-sampling;
+- temporal consistency: frame-to-frame flicker, object-size and object-colour stability, and the jump rate (the
+  fraction of clips where the object leaps, vanishes or splits: `jumps`);
+- the conditioning tasks, each both ways: the model's own output and with known-pixel replacement (what the
+  ComfyUI nodes give by default): image-to-video frame-0 PSNR, direction accuracy and jump rate of the
+  continuation; inpainting / outpainting known-region PSNR; cinemagraph static-region PSNR;
+- SSR PSNR against the ground-truth high-resolution clip, next to bicubic up-sampling, over the start (denoise);
 - MultiDiffusion: the frame-difference spike at a window boundary, disjoint windows against fused windows;
 - initialization ablation: temporal-stage loss after N steps, identity (the paper) against He-initialized
   temporal resampling convs, same data and noise;
-- stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha.
+- stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha, and colour / shape
+  accuracy of the stylized model.
+
+`TARGETS` is the one table of targets; `summary` and `met` are derived from it (`summarize`).
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
+import operator
 import sys
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +39,11 @@ import torch.nn.functional as F
 from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
 from .data.procedural import (BG_NAMES, COLOURS, DIR_VEC, SHAPES, ProceduralClips, caption, heldout_combos)
-from .pipeline import generate, upscale
+from .pipeline import SSR_DENOISE, generate, upscale
 from .train.stages import motion_region
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
-TARGETS = {"direction_acc": 0.90, "colour_acc": 0.95, "i2v_frame0_psnr": 30.0, "known_region_psnr": 35.0,
-           "ssr_gain_over_bicubic_db": 1.0, "multidiffusion_spike_ratio_max": 1.2}
 
 
 # ---- measuring objects from pixels ----------------------------------------------------------------------------
@@ -217,6 +226,82 @@ def adherence(clips: list[dict], specs: list[dict]) -> dict:
             "size_cv": round(sum(cv) / max(1, len(cv)), 4), "colour_std": round(sum(cs) / max(1, len(cs)), 4)}
 
 
+# ---- the targets: one declarative table; `summary` and `met` are derived from it ---------------------------------
+@dataclass(frozen=True)
+class Figure:
+    """A summary figure: `name` in summary, read at the dotted `path` of the result. With `op` and `target` it is
+    a target (met = value op target); without, a reference figure next to them."""
+
+    name: str
+    path: str
+    op: str | None = None
+    target: float | bool | None = None
+
+
+OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
+# the model's own conditioning figures (no replacement) carry the targets: with replacement the known pixels are
+# exact by construction (reported as *_replaced next to them)
+TARGETS: tuple[Figure, ...] = (
+    Figure("direction_acc", "text_to_video.stunet.direction_acc", ">=", 0.85),
+    Figure("jump_rate", "text_to_video.stunet.jump_rate", "<=", 0.05),
+    Figure("shape_acc", "text_to_video.stunet.shape_acc", ">=", 0.85),
+    Figure("colour_acc", "text_to_video.stunet.colour_acc", ">=", 0.95),
+    Figure("i2v_frame0_psnr", "conditioning.image_to_video.model.frame0_psnr", ">=", 30.0),
+    Figure("i2v_direction_acc", "conditioning.image_to_video.model.direction_acc", ">=", 0.80),
+    Figure("i2v_direction_acc_replaced", "conditioning.image_to_video.replaced.direction_acc", ">=", 0.80),
+    Figure("inpaint_known_psnr", "conditioning.inpaint.model.known_region_psnr", ">=", 35.0),
+    Figure("outpaint_known_psnr", "conditioning.outpaint.model.known_region_psnr", ">=", 35.0),
+    Figure("cinemagraph_static_psnr", "conditioning.cinemagraph.model.static_region_psnr", ">=", 35.0),
+    Figure("ssr_gain_over_bicubic_db", "ssr.gain_over_bicubic_db", ">=", 1.0),
+    Figure("stylized_colour_drop", "stylization.colour_drop_max", "<=", 0.10),
+    Figure("stylized_shape_drop", "stylization.shape_drop_max", "<=", 0.10),
+    Figure("style_monotonic", "stylization.monotonic", "==", True),
+    Figure("md_spike", "multidiffusion.spike_ratio_multidiffusion", "<=", 1.2),
+)
+REFERENCES: tuple[Figure, ...] = (
+    Figure("direction_acc_framewise", "text_to_video.framewise_t2i.direction_acc"),
+    Figure("colour_acc_framewise", "text_to_video.framewise_t2i.colour_acc"),
+    Figure("shape_acc_framewise", "text_to_video.framewise_t2i.shape_acc"),
+    Figure("jump_rate_framewise", "text_to_video.framewise_t2i.jump_rate"),
+    Figure("jump_rate_ground_truth", "text_to_video.ground_truth.jump_rate"),
+    Figure("flicker", "text_to_video.stunet.flicker"),
+    Figure("flicker_framewise", "text_to_video.framewise_t2i.flicker"),
+    Figure("flicker_ground_truth", "text_to_video.ground_truth.flicker"),
+    Figure("i2v_frame0_psnr_replaced", "conditioning.image_to_video.replaced.frame0_psnr"),
+    Figure("i2v_jump_rate", "conditioning.image_to_video.model.jump_rate"),
+    Figure("i2v_jump_rate_replaced", "conditioning.image_to_video.replaced.jump_rate"),
+    Figure("inpaint_known_psnr_replaced", "conditioning.inpaint.replaced.known_region_psnr"),
+    Figure("outpaint_known_psnr_replaced", "conditioning.outpaint.replaced.known_region_psnr"),
+    Figure("cinemagraph_static_psnr_replaced", "conditioning.cinemagraph.replaced.static_region_psnr"),
+    Figure("ssr_psnr", "ssr.psnr_ssr"),
+    Figure("ssr_denoise", "ssr.denoise"),
+    Figure("bicubic_psnr", "ssr.psnr_bicubic"),
+    Figure("disjoint_spike", "multidiffusion.spike_ratio_disjoint"),
+    Figure("style_value", "stylization.value"),
+)
+
+
+def lookup(res: dict, path: str):
+    """The value at a dotted path of the result, or None where a section is missing."""
+    v = res
+    for key in path.split("."):
+        if not isinstance(v, dict) or key not in v:
+            return None
+        v = v[key]
+    return v
+
+
+def summarize(res: dict) -> tuple[dict, dict]:
+    """(summary, met) from TARGETS and REFERENCES: every figure present, and met for every target present."""
+    summary = {f.name: v for f in TARGETS + REFERENCES if (v := lookup(res, f.path)) is not None}
+    met = {f.name: bool(OPS[f.op](summary[f.name], f.target)) for f in TARGETS if f.name in summary}
+    return summary, met
+
+
+def targets_table() -> list[dict]:
+    return [{"name": f.name, "figure": f.path, "op": f.op, "target": f.target} for f in TARGETS]
+
+
 # ---- the evaluation ---------------------------------------------------------------------------------------------
 def eval_specs(n_per_combo: int) -> list[dict]:
     out = []
@@ -231,6 +316,19 @@ def ground_truth(specs: list[dict], frames: int, size: int, seed: int) -> torch.
     return data.render_specs(specs, torch.Generator().manual_seed(seed), frames, size)
 
 
+def ssr_ground_truth(specs: list[dict], frames: int, size: int, scale: int, seed: int):
+    """The SSR's held-out pairs: (high-res ground truth at size * scale, its area down-sampling to size)."""
+    hi = ground_truth(specs, frames, size * scale, seed)
+    return hi, F.interpolate(hi, size=(frames, size, size), mode="area")
+
+
+def bicubic_video(video: torch.Tensor, scale: int) -> torch.Tensor:
+    b, c, t, h, w = video.shape
+    up = F.interpolate(video.transpose(1, 2).reshape(-1, c, h, w), scale_factor=scale, mode="bicubic",
+                       align_corners=False)
+    return up.reshape(b, t, c, h * scale, w * scale).transpose(1, 2).clamp(-1, 1)
+
+
 def t2i_bundle(base: LumiereBundle) -> LumiereBundle:
     """The per-frame baseline: the base model's own T2I weights, applied frame by frame (no temporal layers)."""
     return LumiereBundle(base.model.unet, base.text_encoder, base.config)
@@ -241,6 +339,197 @@ def run_batches(fn, items: list, batch: int) -> list:
     for i in range(0, len(items), batch):
         out.append(fn(items[i:i + batch], i))
     return out
+
+
+# clips per figure (full run / --quick)
+CONDITIONING_CLIPS, SSR_CLIPS, STYLE_CLIPS = 12, 8, 12
+SSR_DENOISE_SWEEP = (1.0, 0.7, 0.5, 0.3)
+STYLE_ALPHAS, STYLE_ACCURACY_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 0.75)
+
+
+@dataclass
+class EvalRun:
+    """What the sections share: the models folder, the base model, the held-out prompts and ground truth."""
+
+    models: Path
+    quick: bool
+    seed: int
+    log: Callable
+    base: LumiereBundle
+    specs: list[dict]
+    prompts: list[str]
+    gt: torch.Tensor
+    steps: int
+    cfg: float = 4.0
+    batch: int = 4
+    videos: dict = field(default_factory=dict)  # sections' outputs other sections reuse
+
+    @property
+    def frames(self) -> int:
+        return self.base.config.num_frames
+
+    @property
+    def size(self) -> int:
+        return self.base.config.resolution
+
+    @cached_property
+    def max_speed(self) -> float:
+        return data_max_speed(self.size, self.frames)
+
+    def gen(self, bundle, prompts, i, **kw):
+        return generate(bundle, prompts, steps=self.steps, cfg=self.cfg, seed=self.seed + i, **kw)
+
+    def gen_all(self, bundle, prompts, **kw):
+        """All prompts in batches; per-clip tensors in kw (C, M) are sliced with their batch."""
+        per_clip = {k: v for k, v in kw.items() if isinstance(v, torch.Tensor)}
+        rest = {k: v for k, v in kw.items() if k not in per_clip}
+        return torch.cat(run_batches(
+            lambda p, i: self.gen(bundle, p, i, **{k: v[i:i + len(p)] for k, v in per_clip.items()}, **rest),
+            prompts, self.batch))
+
+    def jump_rate(self, videos: torch.Tensor) -> float:
+        return round(sum(jumps(v, self.max_speed)["jump"] for v in videos) / len(videos), 4)
+
+
+def text_to_video_section(run: EvalRun) -> dict:
+    """Prompt adherence, temporal consistency and jumps: STUNet vs per-frame T2I vs ground truth."""
+    run.log(f"[eval] text-to-video: {len(run.specs)} held-out clips")
+    vids = run.gen_all(run.base, run.prompts)
+    run.log("[eval] per-frame T2I baseline")
+    base_vids = run.gen_all(t2i_bundle(run.base), run.prompts)
+    run.videos["stunet"] = vids
+    rows = {}
+    for name, v in (("stunet", vids), ("framewise_t2i", base_vids), ("ground_truth", run.gt)):
+        a = [analyse(x) for x in v]
+        rows[name] = {**adherence(a, run.specs), "flicker": round(flicker(v), 4), "jump_rate": run.jump_rate(v)}
+        if name == "stunet":
+            run.videos["stunet_analysis"] = a
+    return rows
+
+
+def conditioning_section(run: EvalRun) -> dict:
+    """Image-to-video, inpainting, outpainting, cinemagraph on held-out ground-truth clips, each both ways: the
+    model's own output ("model") and with known-pixel replacement ("replaced", what the ComfyUI nodes give)."""
+    n = 2 if run.quick else CONDITIONING_CLIPS
+    g, prompts, specs, T, S = run.gt[:n], run.prompts[:n], run.specs[:n], run.frames, run.size
+    run.log(f"[eval] conditioning tasks: {n} clips, with and without replacement")
+
+    def both(C, M, figures) -> dict:
+        out = {}
+        for key, replace in (("model", False), ("replaced", True)):
+            v = run.gen_all(run.base, prompts, C=C, M=M, replace_known=replace)
+            out[key] = {**figures(v), "known_exact": bool(torch.equal(v * M, C * M))}
+        return out
+
+    def i2v(v):
+        return {"frame0_psnr": round(psnr(v[:, :, 0], g[:, :, 0]), 2),
+                "direction_acc": adherence([analyse(x) for x in v], specs)["direction_acc"],
+                "jump_rate": run.jump_rate(v), "flicker": round(flicker(v), 4)}
+
+    tasks = {"clips": n}
+    C, M = cond_lib.image_to_video(g[:, :, 0], T)
+    tasks["image_to_video"] = both(C, M, i2v)
+    known = torch.ones(S, S)
+    known[S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
+    C, M = cond_lib.inpaint(g, known)
+    tasks["inpaint"] = both(C, M, lambda v: {"known_region_psnr": round(psnr(v, g, M), 2),
+                                             "unknown_region_psnr": round(psnr(v, g, 1 - M), 2)})
+    p = S // 8
+    C, M = cond_lib.outpaint(g[:, :, :, p:S - p, p:S - p], (p, p, p, p))
+    tasks["outpaint"] = {"pad_px": p, **both(C, M, lambda v: {"known_region_psnr": round(psnr(v, g, M), 2),
+                                                              "unknown_region_psnr": round(psnr(v, g, 1 - M), 2)})}
+    # the animated region: the box around the object's path (so the rest of the clip is truly static)
+    region = torch.stack([motion_region(x, margin=1) for x in g])[:, None, None]  # (b, 1, 1, h, w)
+    C, M = cond_lib.cinemagraph(g[:, :, 0], region, T)
+    tasks["cinemagraph"] = both(C, M, lambda v: {"static_region_psnr": round(psnr(v, C, M), 2)})
+    return tasks
+
+
+def ssr_section(run: EvalRun) -> tuple[dict, dict]:
+    """SSR against the true high-res clip next to bicubic (at the shipped start `pipeline.SSR_DENOISE`, and over
+    SSR_DENOISE_SWEEP), and the MultiDiffusion boundary spike, disjoint windows against fused windows."""
+    ssr = load_model(run.models / SSR)
+    sc = ssr.config
+    T, S = run.frames, run.size
+    n = 1 if run.quick else SSR_CLIPS
+    run.log(f"[eval] SSR: {n} clips")
+    hi, lo = ssr_ground_truth(run.specs[:n], T, S, sc.scale, run.seed + 1)
+    s_hi = S * sc.scale
+    steps = 4 if run.quick else 20
+    win = sc.num_frames
+
+    def up(denoise, clip=None):
+        clip = clip if clip is not None else (lambda i: lo[i:i + 1])
+        return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, steps=steps,
+                                  seed=run.seed + i, denoise=denoise) for i in range(n)])
+
+    shipped = up(SSR_DENOISE)
+    sweep = {SSR_DENOISE: shipped}
+    for d in ([] if run.quick else SSR_DENOISE_SWEEP):
+        if d not in sweep:
+            sweep[d] = up(d)
+    res = {"clips": n, "size_in": S, "size_out": s_hi, "window": win, "overlap": win // 2, "steps": steps,
+           "denoise": SSR_DENOISE, "psnr_ssr": round(psnr(shipped, hi), 2),
+           "psnr_by_denoise": {str(d): round(psnr(v, hi), 2) for d, v in sorted(sweep.items(), reverse=True)},
+           "psnr_bicubic": round(psnr(bicubic_video(lo, sc.scale), hi), 2),
+           "psnr_bilinear": round(psnr(F.interpolate(lo, size=(T, s_hi, s_hi), mode="trilinear",
+                                                     align_corners=False), hi), 2)}
+    res["gain_over_bicubic_db"] = round(res["psnr_ssr"] - res["psnr_bicubic"], 2)
+    # disjoint windows (no fusing) vs MultiDiffusion: frame differences around the window boundary
+    disjoint = torch.cat([torch.cat([upscale(ssr, lo[i:i + 1, :, k:k + win], run.prompts[i], window=win,
+                                             steps=steps, seed=run.seed + i, denoise=SSR_DENOISE)
+                                     for k in range(0, T, win)], dim=2) for i in range(n)])
+    bounds = list(range(win - 1, T - 1, win))  # transitions win-1 -> win, ...
+
+    def spike(v):
+        d = frame_diffs(v)
+        inner = [d[k] for k in range(len(d)) if k not in bounds]
+        return float(torch.stack([d[k] for k in bounds]).mean() / torch.stack(inner).mean())
+
+    md = {"boundary_transitions": bounds, "spike_ratio_disjoint": round(spike(disjoint), 3),
+          "spike_ratio_multidiffusion": round(spike(shipped), 3), "spike_ratio_ground_truth": round(spike(hi), 3),
+          "psnr_disjoint": round(psnr(disjoint, hi), 2)}
+    return res, md
+
+
+def stylization_section(run: EvalRun) -> dict:
+    """The style statistic (warmth) against alpha, and colour / shape accuracy at STYLE_ACCURACY_ALPHAS (does the
+    stylized model still draw what the prompt asks?). Alpha 0 is the base model bit for bit: its clips are the
+    text-to-video section's."""
+    from .stylize import stylize
+    from .train.stages import style_statistic, style_transform
+    run.log("[eval] stylization")
+    style = load_model(run.models / STYLE)
+    sd = style.model.state_dict()
+    base = run.base
+    orig = {k: v.clone() for k, v in base.model.unet.state_dict().items()}
+    alphas = (0.0, 0.5, 0.75, 1.0) if run.quick else STYLE_ALPHAS
+    n = 1 if run.quick else STYLE_CLIPS
+    prompts, specs = run.prompts[:n], run.specs[:n]
+    stat, acc = [], {}
+    try:
+        for al in alphas:
+            if al == 0.0 and "stunet" in run.videos:
+                v = run.videos["stunet"][:n]
+            else:
+                base.model.unet.load_state_dict(orig)
+                stylize(base.model, sd, al)
+                v = run.gen_all(base, prompts)
+            stat.append(round(style_statistic(v), 4))
+            if al in STYLE_ACCURACY_ALPHAS:
+                row = adherence([analyse(x) for x in v], specs)
+                acc[str(al)] = {k: row[k] for k in ("colour_acc", "shape_acc", "direction_acc")}
+    finally:
+        base.model.unet.load_state_dict(orig)
+    mono = all(b >= a for a, b in zip(stat, stat[1:])) or all(b <= a for a, b in zip(stat, stat[1:]))
+    ref = acc["0.0"]
+    drops = {k: round(max(ref[k] - acc[a][k] for a in acc), 4) for k in ("colour_acc", "shape_acc")}
+    return {"statistic": "warmth = mean(R - B) in 0..1", "clips": n, "alpha": list(alphas), "value": stat,
+            "monotonic": mono, "accuracy": acc,
+            "colour_drop_max": drops["colour_acc"], "shape_drop_max": drops["shape_acc"],
+            "style_target_ground_truth": round(style_statistic(
+                style_transform(run.gt[:n].transpose(1, 2)).transpose(1, 2)), 4),
+            "ground_truth": round(style_statistic(run.gt[:n]), 4)}
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
@@ -257,161 +546,30 @@ def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int
 def _evaluate(models, quick: bool, seed: int, log, per_combo: int) -> dict:
     models = Path(models)
     t_start = time.time()
-    res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": TARGETS}
-    steps = 4 if quick else 20
-    n_per_combo = 1 if quick else per_combo
-    cfg_scale = 4.0
     base = load_model(models / BASE)
-    bc = base.config
-    T, S = bc.num_frames, bc.resolution
-    specs = eval_specs(n_per_combo)
+    T, S = base.config.num_frames, base.config.resolution
+    specs = eval_specs(1 if quick else per_combo)
     if quick:
         specs = specs[:2]
     prompts = [caption(**s) for s in specs]
-    res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": steps,
-                       "cfg": cfg_scale, "held_out_combos": [list(c) for c in heldout_combos()]}
-    gt = ground_truth(specs, T, S, seed)
-    bs = 4
-
-    def gen(bundle, idx_prompts, i, **kw):
-        return generate(bundle, idx_prompts, steps=steps, cfg=cfg_scale, seed=seed + i, **kw)
-
-    # 1. prompt adherence + temporal consistency: STUNet vs per-frame T2I vs ground truth
-    log(f"[eval] text-to-video: {len(specs)} held-out clips")
-    vids = torch.cat(run_batches(lambda p, i: gen(base, p, i), prompts, bs))
-    log("[eval] per-frame T2I baseline")
-    t2i = t2i_bundle(base)
-    base_vids = torch.cat(run_batches(lambda p, i: gen(t2i, p, i), prompts, bs))
-    rows = {}
-    for name, v in (("stunet", vids), ("framewise_t2i", base_vids), ("ground_truth", gt)):
-        a = [analyse(x) for x in v]
-        rows[name] = {**adherence(a, specs), "flicker": round(flicker(v), 4)}
-    res["text_to_video"] = rows
+    run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
+                  steps=4 if quick else 20)
+    res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
+    res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
+                       "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
+                       "jump_max_speed_px": round(run.max_speed, 3), "jump_speed_factor": JUMP_SPEED_FACTOR}
+    res["text_to_video"] = text_to_video_section(run)
     res["samples"] = [{"prompt": p, "stunet": {k: a[k] for k in ("colour", "shape", "direction")}}
-                      for p, a in zip(prompts, [analyse(x) for x in vids])]
-
-    # 2. conditioning tasks on ground-truth held-out clips
-    log("[eval] conditioning tasks")
-    n_c = 2 if quick else 4
-    g = gt[:n_c]
-    p_c = prompts[:n_c]
-    tasks = {}
-    C, M = cond_lib.image_to_video(g[:, :, 0], T)
-    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
-    a = [analyse(x) for x in out]
-    tasks["image_to_video"] = {"frame0_psnr": round(psnr(out[:, :, 0], g[:, :, 0]), 2),
-                               "direction_acc": adherence(a, specs[:n_c])["direction_acc"],
-                               "flicker": round(flicker(out), 4)}
-    known = torch.ones(S, S)
-    known[S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
-    C, M = cond_lib.inpaint(g, known)
-    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
-    tasks["inpaint"] = {"known_region_psnr": round(psnr(out, g, M), 2),
-                        "unknown_region_psnr": round(psnr(out, g, 1 - M), 2)}
-    p = S // 8
-    C, M = cond_lib.outpaint(g[:, :, :, p:S - p, p:S - p], (p, p, p, p))
-    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
-    tasks["outpaint"] = {"known_region_psnr": round(psnr(out, g, M), 2), "pad_px": p}
-    # the animated region: the box around the object's path (so the rest of the clip is truly static)
-    region = torch.stack([motion_region(x, margin=1) for x in g])[:, None, None]  # (b, 1, 1, h, w)
-    C, M = cond_lib.cinemagraph(g[:, :, 0], region, T)
-    out = torch.cat([gen(base, p_c[i:i + bs], i, C=C[i:i + bs], M=M[i:i + bs]) for i in range(0, n_c, bs)])
-    static = M.clone()
-    tasks["cinemagraph"] = {"static_region_psnr": round(psnr(out, C, static), 2)}
-    res["conditioning"] = tasks
-
-    # 3. SSR vs bicubic, and the MultiDiffusion boundary spike
+                      for p, a in zip(prompts, run.videos["stunet_analysis"])]
+    res["conditioning"] = conditioning_section(run)
     if (models / SSR).exists():
-        log("[eval] SSR")
-        ssr = load_model(models / SSR)
-        sc = ssr.config
-        s_hi = S * sc.scale
-        n_s = 1 if quick else 2
-        hi = ground_truth(specs[:n_s], T, s_hi, seed + 1)
-        lo = F.interpolate(hi, size=(T, S, S), mode="area")
-        bic = F.interpolate(lo.transpose(1, 2).reshape(-1, 3, S, S), scale_factor=sc.scale, mode="bicubic",
-                            align_corners=False).reshape(n_s, T, 3, s_hi, s_hi).transpose(1, 2).clamp(-1, 1)
-        ssr_steps = 4 if quick else 20
-        win = sc.num_frames
-        up = torch.cat([upscale(ssr, lo[i:i + 1], prompts[i], window=win, overlap=win // 2, steps=ssr_steps,
-                                seed=seed + i) for i in range(n_s)])
-        res["ssr"] = {"clips": n_s, "size_in": S, "size_out": s_hi, "window": win, "overlap": win // 2,
-                      "psnr_ssr": round(psnr(up, hi), 2), "psnr_bicubic": round(psnr(bic, hi), 2),
-                      "psnr_bilinear": round(psnr(torch.nn.functional.interpolate(
-                          lo, size=(T, s_hi, s_hi), mode="trilinear", align_corners=False), hi), 2)}
-        res["ssr"]["gain_over_bicubic_db"] = round(res["ssr"]["psnr_ssr"] - res["ssr"]["psnr_bicubic"], 2)
-        # disjoint windows (no fusing) vs MultiDiffusion: frame differences around the window boundary
-        disjoint = torch.cat([torch.cat([upscale(ssr, lo[i:i + 1, :, k:k + win], prompts[i], window=win,
-                                                 steps=ssr_steps, seed=seed + i)
-                                         for k in range(0, T, win)], dim=2) for i in range(n_s)])
-        bounds = list(range(win - 1, T - 1, win))  # transitions win-1 -> win, ...
-
-        def spike(v):
-            d = frame_diffs(v)
-            inner = [d[k] for k in range(len(d)) if k not in bounds]
-            return float(torch.stack([d[k] for k in bounds]).mean() / torch.stack(inner).mean())
-        res["multidiffusion"] = {"boundary_transitions": bounds,
-                                 "spike_ratio_disjoint": round(spike(disjoint), 3),
-                                 "spike_ratio_multidiffusion": round(spike(up), 3),
-                                 "spike_ratio_ground_truth": round(spike(hi), 3),
-                                 "psnr_disjoint": round(psnr(disjoint, hi), 2)}
+        res["ssr"], res["multidiffusion"] = ssr_section(run)
     else:
         res["ssr"] = {"missing": str(models / SSR)}
-
-    # 4. stylization: warmth vs alpha
-    if (models / STYLE).exists():
-        log("[eval] stylization")
-        from .stylize import stylize
-        from .train.stages import style_statistic, style_transform
-        style = load_model(models / STYLE)
-        sd = style.model.state_dict()
-        orig = {k: v.clone() for k, v in base.model.unet.state_dict().items()}
-        alphas = [0.0, 0.5, 1.0] if quick else [0.0, 0.25, 0.5, 0.75, 1.0]
-        n_st = 1 if quick else 2
-        stat = []
-        for al in alphas:
-            base.model.unet.load_state_dict(orig)
-            stylize(base.model, sd, al)
-            v = torch.cat(run_batches(lambda p, i: gen(base, p, i), prompts[:n_st], bs))
-            stat.append(round(style_statistic(v), 4))
-        base.model.unet.load_state_dict(orig)
-        mono = all(b >= a for a, b in zip(stat, stat[1:])) or all(b <= a for a, b in zip(stat, stat[1:]))
-        res["stylization"] = {"statistic": "warmth = mean(R - B) in 0..1", "alpha": alphas, "value": stat,
-                              "monotonic": mono,
-                              "style_target_ground_truth": round(style_statistic(
-                                  style_transform(gt[:n_st].transpose(1, 2)).transpose(1, 2)), 4),
-                              "ground_truth": round(style_statistic(gt[:n_st]), 4)}
-    else:
-        res["stylization"] = {"missing": str(models / STYLE)}
-
-    # 5. initialization ablation (a short temporal-stage run from the base's T2I weights)
+    res["stylization"] = stylization_section(run) if (models / STYLE).exists() else {"missing": str(models / STYLE)}
     log("[eval] init ablation")
     res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
-
-    summary = {
-        "direction_acc": rows["stunet"]["direction_acc"], "direction_acc_framewise": rows["framewise_t2i"]["direction_acc"],
-        "colour_acc": rows["stunet"]["colour_acc"], "colour_acc_framewise": rows["framewise_t2i"]["colour_acc"],
-        "flicker": rows["stunet"]["flicker"], "flicker_framewise": rows["framewise_t2i"]["flicker"],
-        "flicker_ground_truth": rows["ground_truth"]["flicker"],
-        "i2v_frame0_psnr": tasks["image_to_video"]["frame0_psnr"],
-        "inpaint_known_psnr": tasks["inpaint"]["known_region_psnr"],
-        "outpaint_known_psnr": tasks["outpaint"]["known_region_psnr"],
-        "cinemagraph_static_psnr": tasks["cinemagraph"]["static_region_psnr"],
-    }
-    if "psnr_ssr" in res["ssr"]:
-        summary.update(ssr_psnr=res["ssr"]["psnr_ssr"], bicubic_psnr=res["ssr"]["psnr_bicubic"],
-                       md_spike=res["multidiffusion"]["spike_ratio_multidiffusion"],
-                       disjoint_spike=res["multidiffusion"]["spike_ratio_disjoint"])
-    met = {
-        "direction_acc": summary["direction_acc"] >= TARGETS["direction_acc"],
-        "colour_acc": summary["colour_acc"] >= TARGETS["colour_acc"],
-        "i2v_frame0_psnr": summary["i2v_frame0_psnr"] >= TARGETS["i2v_frame0_psnr"],
-        "known_region_psnr": min(summary["inpaint_known_psnr"], summary["outpaint_known_psnr"]) >= TARGETS["known_region_psnr"],
-    }
-    if "psnr_ssr" in res["ssr"]:
-        met["ssr_gain_over_bicubic_db"] = res["ssr"]["gain_over_bicubic_db"] >= TARGETS["ssr_gain_over_bicubic_db"]
-        met["multidiffusion_spike_ratio_max"] = summary["md_spike"] <= TARGETS["multidiffusion_spike_ratio_max"]
-    res["summary"], res["met"] = summary, met
+    res["summary"], res["met"] = summarize(res)
     res["seconds"] = round(time.time() - t_start, 1)
     return res
 
@@ -431,12 +589,15 @@ def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) ->
         cfg = copy.deepcopy(base.config)
         cfg.temporal, cfg.role = None, "t2i"
         init = LB(unet, copy.deepcopy(base.text_encoder), cfg)
-        spec = {"stage": "temporal", "preset": cfg.preset, "init_bundle": init, "init_mode": mode,
+        spec = {"stage": "temporal", "preset": cfg.preset, "init_mode": mode,
                 "batch_size": batch, "lr": 8e-4, "warmup": 5, "t_power": 0.5, "seed": seed, "bf16": True,
                 "tasks": {"text": 1.0}, "log_every": 10 ** 9, "checkpoint_minutes": 10 ** 6}
         import tempfile
         with tempfile.TemporaryDirectory() as d:
-            tr = Trainer(spec, out=d, quiet=True)
+            if "init_bundle" in inspect.signature(Trainer).parameters:  # the in-memory start, beside the spec
+                tr = Trainer(spec, out=d, quiet=True, init_bundle=init)
+            else:  # older trainers took it inside the spec
+                tr = Trainer(spec, out=d, quiet=True, init_bundle=init)
             losses = [tr.train_step() for _ in range(steps)]
         k = max(1, steps // 3)
         out[mode] = {"first_loss": round(losses[0], 5), "mean_loss_last_third": round(sum(losses[-k:]) / k, 5)}

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lumiere.data.procedural import ProceduralClips
-from lumiere.eval import BASE, SSR, STYLE, add_eval_args, analyse, eval_command, flicker, frame_diffs, psnr
+from lumiere.eval import (BASE, SSR, STYLE, TARGETS, add_eval_args, analyse, eval_command, flicker, frame_diffs,
+                          psnr, summarize)
 from lumiere.train.trainer import Trainer
 
 TINY = {"preset": "tiny", "batch_size": 2, "lr": 1e-3, "warmup": 1, "bf16": True, "seed": 0, "threads": 1,
@@ -62,3 +63,27 @@ def test_eval_quick_json(tiny_models, capsys):
     assert len(res["stylization"]["value"]) == len(res["stylization"]["alpha"])
     ia = res["init_ablation"]
     assert ia["identity"]["first_loss"] > 0 and ia["he"]["first_loss"] > 0
+    # jumps for every text-to-video row; the ground truth never jumps
+    assert all(0 <= t2v[k]["jump_rate"] <= 1 for k in t2v) and t2v["ground_truth"]["jump_rate"] == 0
+    # every conditioning task both ways; with replacement the known pixels are exact
+    for task in ("image_to_video", "inpaint", "outpaint", "cinemagraph"):
+        assert set(res["conditioning"][task]) >= {"model", "replaced"}, task
+        assert res["conditioning"][task]["replaced"]["known_exact"] is True, task
+    i2v = res["conditioning"]["image_to_video"]
+    assert i2v["replaced"]["frame0_psnr"] == 100.0 and {"direction_acc", "jump_rate"} <= set(i2v["model"])
+    assert res["summary"]["i2v_frame0_psnr_replaced"] == 100.0
+    st = res["stylization"]
+    assert set(st["accuracy"]) == {"0.0", "0.5", "0.75"} and "colour_drop_max" in st
+    # summary / met come from the one table: every target is there (all sections ran)
+    assert set(res["met"]) == {f.name for f in TARGETS} and set(res["met"]) <= set(res["summary"])
+    assert [t["name"] for t in res["targets"]] == [f.name for f in TARGETS]
+
+
+def test_summary_and_met_derive_from_the_targets_table():
+    res = {"text_to_video": {"stunet": {"direction_acc": 0.9, "jump_rate": 0.2}},
+           "stylization": {"monotonic": True}}
+    summary, met = summarize(res)
+    assert summary == {"direction_acc": 0.9, "jump_rate": 0.2, "style_monotonic": True}
+    assert met == {"direction_acc": True, "jump_rate": False, "style_monotonic": True}
+    res["text_to_video"]["stunet"]["direction_acc"] = 0.8  # below 0.85
+    assert summarize(res)[1]["direction_acc"] is False
