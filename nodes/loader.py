@@ -16,7 +16,12 @@ def register_model_folder() -> None:
     """`lumiere` = the pack's own models/lumiere (shipped demo models, listed with no user action) + the standard
     <models_dir>/lumiere (+ any extra_model_paths.yaml entry). Only .safetensors: a new key would list every file."""
     paths, _ = folder_paths.folder_names_and_paths.get(FOLDER, ([], set()))
-    for p in (PACK_MODELS, os.path.join(folder_paths.models_dir, FOLDER)):
+    user_models = os.path.join(folder_paths.models_dir, FOLDER)
+    try:  # the place for users' own checkpoints (it survives updates of the pack, unlike the pack's folder)
+        os.makedirs(user_models, exist_ok=True)
+    except OSError:
+        pass  # a read-only models folder: listing still works
+    for p in (PACK_MODELS, user_models):
         if p not in paths:
             paths.append(p)
     folder_paths.folder_names_and_paths[FOLDER] = (paths, {".safetensors"})

@@ -36,6 +36,14 @@ def test_loader_outputs(n, loaded):
     assert n.loader.LumiereLoader.define_schema().node_id in [c.define_schema().node_id for c in n.NODE_CLASSES]
 
 
+def test_user_model_folder_is_created_and_listed(pack):
+    import os
+
+    import folder_paths
+    user = os.path.join(folder_paths.models_dir, "lumiere")
+    assert os.path.isdir(user) and user in folder_paths.get_folder_paths("lumiere")
+
+
 def test_loader_missing_and_bad_files(n, pack):
     with pytest.raises(FileNotFoundError, match="ckpt_name"):
         n.loader.LumiereLoader.execute("nope.safetensors")

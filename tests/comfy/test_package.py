@@ -37,3 +37,13 @@ def test_registry_metadata():
         assert comfy.get(key), key
     assert not (ROOT / "install.py").exists()
     assert (ROOT / "LICENSE").exists() and (ROOT / "requirements.txt").exists()
+    requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert not any(r.startswith("torch") for r in requirements)  # ComfyUI owns torch: never reinstall it
+
+
+def test_comfyignore_leaves_development_files_out():
+    ignored = {line.strip() for line in (ROOT / ".comfyignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {"tests/", ".ci/", "scripts/", "docs/images/"} <= ignored
+    for needed in ("nodes", "lumiere", "workflows", "models", "__init__.py"):
+        assert not any(needed == i.rstrip("/") for i in ignored), needed
