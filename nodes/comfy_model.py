@@ -8,6 +8,7 @@ COND_KEY and reach the net through `concat_cond`.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -25,7 +26,7 @@ from ..lumiere.checkpoint import build_model, load_state, load_state_into
 from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
 from ..lumiere.models.stunet import STUNet
-from ..lumiere.models.text import END, PAD, UNK, TextEncoder, WordTokenizer, split_words
+from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, WordTokenizer, split_words
 from ..lumiere.pipeline import video_net
 
 COND_KEY = "lumiere_cond"  # CONDITIONING key: the extra channels (b, k, t, h, w) concatenated after x
@@ -194,8 +195,15 @@ class LumiereTokenizer:
     def tokenize_with_weights(self, text: str, return_word_ids=False, **kwargs):
         n = self.words.max_tokens
         segments = [(text, 1.0)] if kwargs.get("disable_weights") else token_weights(escape_important(text), 1.0)
-        pairs = [(self.words.index.get(w, UNK), weight)
-                 for seg, weight in segments for w in split_words(unescape_important(seg))]
+        words = [(w, weight) for seg, weight in segments for w in split_words(unescape_important(seg))]
+        unknown = sorted({w for w, _ in words if w not in self.words.index})
+        if unknown:
+            logging.warning("Lumiere CLIP: the text encoder does not know %s (they encode as 'unknown'); it knows: %s",
+                            ", ".join(repr(w) for w in unknown), " ".join(w for w in self.words.vocab if w not in SPECIAL_TOKENS))
+        if len(words) > n - 1:
+            logging.warning("Lumiere CLIP: the prompt has %d words; the text encoder reads the first %d", len(words),
+                            n - 1)
+        pairs = [(self.words.index.get(w, UNK), weight) for w, weight in words]
         pairs = pairs[: n - 1] + [(END, 1.0)]  # as WordTokenizer: truncate, [end], pad
         pairs += [(PAD, 1.0)] * (n - len(pairs))
         if return_word_ids:

@@ -47,7 +47,11 @@ class LumiereLoader(io.ComfyNode):
             display_name="Lumiere Loader",
             category="Lumiere/loaders",
             description="Loads a Lumiere checkpoint (base STUNet, SSR or T2I): MODEL for Lumiere or core samplers, "
-                        "CLIP for core CLIP Text Encode, and the clip shape it was trained for.",
+                        "CLIP for core CLIP Text Encode, the clip shape it was trained for, and what it knows. "
+                        "The shipped demo models are small (32x32 px, 16 frames, 8 fps; SSR to 64x64) and know one "
+                        "domain only: one shape (circle, square, triangle) of one of six colours moving left, "
+                        "right, up or down on black, gray or white, e.g. 'a red circle moving left on black'. "
+                        "Other words are unknown to them (a warning names them); a photo is not their domain.",
             inputs=[model_input("ckpt_name", "A .safetensors Lumiere checkpoint from models/lumiere (the pack's own "
                                              "folder or ComfyUI's models/lumiere)."),
                     io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
@@ -64,6 +68,9 @@ class LumiereLoader(io.ComfyNode):
                 io.Int.Output(display_name="height", tooltip="Frame height the model was trained on."),
                 io.Float.Output(display_name="fps", tooltip="Frame rate of its training clips (FLOAT, as core "
                                                             "CreateVideo takes it)."),
+                io.String.Output(display_name="info", tooltip="What the checkpoint knows: role, size, frames and "
+                                                              "the text encoder's vocabulary (connect a Preview Any "
+                                                              "or a text display node to read it)."),
             ],
         )
 
@@ -73,7 +80,18 @@ class LumiereLoader(io.ComfyNode):
         model, config, state = load_model_patcher(path, weight_dtype)
         clip = build_clip(path, config, state)
         size = config.resolution
-        return io.NodeOutput(model, clip, config.num_frames, size, size, float(config.fps))
+        return io.NodeOutput(model, clip, config.num_frames, size, size, float(config.fps), model_info(config))
+
+
+def model_info(config) -> str:
+    """One paragraph on what a checkpoint is and knows, for the Loader's `info` output."""
+    text = (f"built-in text encoder, {config.text.max_tokens - 1} words per prompt at most; vocabulary: "
+            + " ".join(config.text.vocab) if config.text.kind == "builtin"
+            else f"external text embeddings of width {config.text.width} (use a core text-encoder loader)")
+    return (f"Lumiere {config.role} checkpoint ({config.preset} preset): {config.resolution}x{config.resolution} px, "
+            f"{config.num_frames} frames at {config.fps} fps" + (f", x{config.scale} super-resolution"
+                                                                  if config.role == "ssr" else "")
+            + f"; {text}.")
 
 
 NODES = [LumiereLoader]

@@ -14,7 +14,7 @@ def n(pack):
 
 @pytest.fixture(scope="module")
 def loaded(n):
-    model, clip, frames, width, height, fps = n.loader.LumiereLoader.execute("tiny_base.safetensors").args
+    model, clip, frames, width, height, fps, info = n.loader.LumiereLoader.execute("tiny_base.safetensors").args
     return model, clip, frames, width, height, fps
 
 
@@ -34,6 +34,19 @@ def test_loader_outputs(n, loaded):
     assert isinstance(model, comfy.model_patcher.ModelPatcher)
     assert (frames, width, height, fps) == (8, 16, 16, 8.0)
     assert n.loader.LumiereLoader.define_schema().node_id in [c.define_schema().node_id for c in n.NODE_CLASSES]
+
+
+def test_loader_info_and_unknown_word_warning(n, loaded, caplog):
+    info = n.loader.LumiereLoader.execute("tiny_base.safetensors").args[6]
+    assert "base checkpoint" in info and "16x16 px, 8 frames" in info and "vocabulary:" in info
+    import logging
+    with caplog.at_level(logging.WARNING):
+        encode(loaded[1], "a red zebra galloping")
+    assert "'galloping'" in caplog.text and "'zebra'" in caplog.text and "'red'" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        encode(loaded[1], "a red circle")
+    assert "does not know" not in caplog.text
 
 
 def test_user_model_folder_is_created_and_listed(pack):
