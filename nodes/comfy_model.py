@@ -33,7 +33,12 @@ COND_KEY = "lumiere_cond"  # CONDITIONING key: the extra channels (b, k, t, h, w
 
 
 def clip_mosaic(x: torch.Tensor) -> torch.Tensor:
-    """All frames of the first video in one grid, so previews show the whole clip.  # (b, c, t, h, w) -> (1, c, H, W)"""
+    """All frames of the first video in one grid, so previews show the whole clip.  # (b, c, t, h, w) -> (1, c, H, W)
+
+    Anything else passes through unchanged: previewers that already split videos into frames (e.g.
+    VideoHelperSuite's animated previews) hand over 4-D (frames, c, h, w)."""
+    if x.ndim != 5:
+        return x
     v = x[0]
     c, t, h, w = v.shape
     cols = math.ceil(math.sqrt(t))

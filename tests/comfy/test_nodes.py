@@ -285,3 +285,13 @@ def test_stylize_errors(n, loaded):
         n.stylize.LumiereStylize.execute(loaded[0], "tiny_style.safetensors", 1.5)
     with pytest.raises(Exception, match="style weights"):
         n.stylize.LumiereStylize.execute(loaded[0], "tiny_ssr.safetensors", 0.5)  # conv_in has 6 channels
+
+
+def test_preview_reshape_mosaics_videos_and_passes_frames_through(n):
+    fmt = n.comfy_model.LumiereVideoFormat()
+    video = torch.rand(2, 3, 5, 4, 6)
+    mosaic = fmt.latent_rgb_factors_reshape(video)
+    assert mosaic.shape == (1, 3, 2 * 4, 3 * 6)  # 5 frames in a 3-column grid of the first video
+    torch.testing.assert_close(mosaic[0, :, :4, 6:12], video[0, :, 1])
+    frames = torch.rand(5, 3, 4, 6)  # a previewer that already split the video into frames
+    assert fmt.latent_rgb_factors_reshape(frames) is frames
