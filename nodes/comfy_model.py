@@ -77,8 +77,13 @@ class LumiereNet(torch.nn.Module):
         self.dtype = dtype or torch.float32
 
     def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
+        width = self.config.unet.context_dim
         if context is None:  # e.g. a core sampler given conditioning without text
-            context = x.new_zeros(x.shape[0], 1, self.config.unet.context_dim)
+            context = x.new_zeros(x.shape[0], 1, width)
+        if context.shape[-1] != width:
+            raise ValueError(f"positive/negative: the conditioning's text embeddings are {context.shape[-1]} wide, "
+                             f"but this Lumiere model takes {width}-wide text; encode the prompts with the CLIP "
+                             f"output of the Lumiere Loader (or the text encoder this checkpoint was trained with)")
         return video_net(self.net)(x, timesteps, context.to(x.dtype))
 
 

@@ -295,3 +295,11 @@ def test_preview_reshape_mosaics_videos_and_passes_frames_through(n):
     torch.testing.assert_close(mosaic[0, :, :4, 6:12], video[0, :, 1])
     frames = torch.rand(5, 3, 4, 6)  # a previewer that already split the video into frames
     assert fmt.latent_rgb_factors_reshape(frames) is frames
+
+
+def test_text_width_mismatch_names_the_conditioning(n, loaded):
+    latent = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    wrong = [[torch.zeros(1, 77, 768), {"pooled_output": None}]]  # e.g. from an SD1.5 CLIP
+    with pytest.raises(ValueError, match=r"positive/negative: .* 768 wide, but this Lumiere model takes 32"):
+        n.sampler.LumiereSampler.execute(loaded[0], wrong, wrong, latent, seed=0, steps=1, cfg=1.0,
+                                         sampler_name="ddim", scheduler="normal", denoise=1.0)
