@@ -54,10 +54,13 @@ def _axis_windows(length: int, window: int | None, overlap: int, fuse: str):
 
 class MultiDiffusionDenoiser:
     """Wraps a denoiser D(x, s, cond=None) over videos (b, c, t, h, w) with temporal windows (and optional
-    spatial tiles for large SSR frames). `cond` (e.g. the up-sampled low-res video) is sliced with x."""
+    spatial tiles for large SSR frames). `cond` (e.g. the up-sampled low-res video, or <C, M>) is sliced with x.
+    `choose(t0, t1)`, if given, picks the denoiser of the window of frames t0..t1-1 (e.g. its prompt, for prompt
+    travel); otherwise every window uses `denoiser`."""
 
     def __init__(self, denoiser, window: int, overlap: int = 2, fuse: str = "flat",
-                 tile: int | None = None, tile_overlap: int = 8, cond: torch.Tensor | None = None):
+                 tile: int | None = None, tile_overlap: int = 8, cond: torch.Tensor | None = None,
+                 choose=None):
         if fuse not in FUSE_METHODS:
             raise ValueError(f"fuse: expected one of {FUSE_METHODS}, got {fuse!r}")
         if window < 1:
@@ -65,6 +68,7 @@ class MultiDiffusionDenoiser:
         self.denoiser, self.window, self.overlap, self.fuse = denoiser, window, overlap, fuse
         self.tile, self.tile_overlap = tile, tile_overlap
         self.cond = cond if cond is not None else getattr(denoiser, "cond", None)
+        self.choose = choose or (lambda t0, t1: denoiser)
 
     def windows(self, shape: tuple[int, ...]):
         """(t0, t1, y0, y1, x0, x1, weight (t', h', w')) for every window/tile."""
@@ -80,13 +84,13 @@ class MultiDiffusionDenoiser:
     def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         wins = list(self.windows(tuple(x.shape)))
         if len(wins) == 1:  # one window: exactly the plain denoiser
-            return self.denoiser(x, s, cond=self.cond)
+            return self.choose(0, x.shape[2])(x, s, cond=self.cond)
         out = torch.zeros_like(x)
         total = torch.zeros(x.shape[2:], dtype=x.dtype, device=x.device)
         for t0, t1, y0, y1, x0, x1, w in wins:
             part = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
             cond = None if self.cond is None else self.cond[part]
             w = w.to(x.device, x.dtype)
-            out[part] += self.denoiser(x[part], s, cond=cond) * w
+            out[part] += self.choose(t0, t1)(x[part], s, cond=cond) * w
             total[t0:t1, y0:y1, x0:x1] += w
         return out / total

@@ -57,6 +57,27 @@ def upsample_video(video: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(video, size=(t, h * scale, w * scale), mode="trilinear", align_corners=False)
 
 
+def model_device(bundle: LumiereBundle) -> torch.device:
+    """Where the network's weights are: every tensor of a sampling run is made there."""
+    return next(bundle.model.parameters()).device
+
+
+def jcm_cond(bundle: LumiereBundle, C: torch.Tensor | None, M: torch.Tensor | None, shape: tuple[int, int, int, int],
+             device) -> torch.Tensor | None:
+    """The extra input channels <C * M, M> of a jcm model (zeros without conditioning), or None.  # (b, 4, t, h, w)"""
+    b, t, h, w = shape
+    cfgm = bundle.config
+    if cfgm.conditioning != "jcm":
+        if C is not None:
+            raise ValueError(f"conditioning: this model ({cfgm.role}) takes no <C, M> input")
+        return None
+    if C is None:
+        C, M = torch.zeros(b, 3, t, h, w, device=device), torch.zeros(b, 1, t, h, w, device=device)
+    if C.shape[2:] != (t, h, w) or M.shape[2:] != (t, h, w):
+        raise ValueError(f"conditioning: C {tuple(C.shape)} / M {tuple(M.shape)} must have {t} frames of {h}x{w}")
+    return torch.cat([C * M, M], dim=1).expand(b, -1, -1, -1, -1)
+
+
 @torch.no_grad()
 def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int | None = None,
              height: int | None = None, width: int | None = None, steps: int = 25, cfg: float = 4.0,
@@ -85,25 +106,19 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
     net = video_net(bundle.model)
     if isinstance(net, STUNet):
         net.check_num_frames(t)
-    cond = None
-    if cfgm.conditioning == "jcm":
-        if C is None:
-            C, M = torch.zeros(b, 3, t, h, w), torch.zeros(b, 1, t, h, w)
-        if C.shape[2:] != (t, h, w) or M.shape[2:] != (t, h, w):
-            raise ValueError(f"conditioning: C {tuple(C.shape)} / M {tuple(M.shape)} must have {t} frames of "
-                             f"{h}x{w}")
-        cond = torch.cat([C * M, M], dim=1).expand(b, -1, -1, -1, -1)
-    elif C is not None:
-        raise ValueError(f"conditioning: this model ({cfgm.role}) takes no <C, M> input")
+    device = model_device(bundle)
+    ctx, uctx = ctx.to(device), uctx.to(device)
+    C, M, init_video = (None if v is None else v.to(device) for v in (C, M, init_video))
+    cond = jcm_cond(bundle, C, M, (b, t, h, w), device)
     denoiser = Denoiser(net, ctx, uctx, cond, cfg)
     sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
     if init_video is not None:
         sigmas = sdedit_sigmas(sigmas, strength)
     shape = (b, 3, t, h, w)
     if replace_known:
-        denoiser = ReplaceKnown(denoiser, C, M, seeded_noise(shape, seed))
+        denoiser = ReplaceKnown(denoiser, C, M, seeded_noise(shape, seed, device))
     out = sample(denoiser, shape, sigmas, sampler, seed, init=init_video, callback=callback,
-                 disable=disable).clamp(-1, 1)
+                 disable=disable, device=device).clamp(-1, 1)
     return composite_known(out, C, M) if replace_known else out
 
 
@@ -123,10 +138,11 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
         raise ValueError(f"model: expected an SSR checkpoint (role 'ssr'), got role {cfgm.role!r}")
     if video.ndim != 5 or video.shape[1] != 3:
         raise ValueError(f"video: expected shape (b, 3, t, h, w), got {tuple(video.shape)}")
-    lowres = upsample_video(video, cfgm.scale)
+    device = model_device(bundle)
+    lowres = upsample_video(video.to(device), cfgm.scale)
     b, _, t, h, w = lowres.shape
     ctx, uctx = encode_text(bundle, prompt, negative)
-    ctx, uctx = ctx.expand(b, -1, -1), uctx.expand(b, -1, -1)
+    ctx, uctx = ctx.to(device).expand(b, -1, -1), uctx.to(device).expand(b, -1, -1)
     window = window or cfgm.num_frames
     net = bundle.model
     if isinstance(net, STUNet):
@@ -140,4 +156,71 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     if denoise < 1.0:
         sigmas, init = sdedit_sigmas(sigmas, denoise), lowres
     return sample(denoiser, (b, 3, t, h, w), sigmas, sampler, seed, init=init, callback=callback,
-                  disable=disable).clamp(-1, 1)
+                  disable=disable, device=device).clamp(-1, 1)
+
+
+def parse_prompt_schedule(schedule: str | list) -> list[tuple[int, str]]:
+    """"0: a red circle moving right; 32: a red circle moving up" (or [(0, "..."), (32, "...")]) -> sorted
+    (start frame, prompt) pairs; the first must start at frame 0. A plain prompt is one segment from 0."""
+    if isinstance(schedule, str):
+        parts = [p.strip() for p in schedule.split(";") if p.strip()]
+        pairs = []
+        for part in parts:
+            head, sep, text = part.partition(":")
+            if sep and head.strip().isdigit():
+                pairs.append((int(head), text.strip()))
+            elif len(parts) == 1:
+                pairs.append((0, part))
+            else:
+                raise ValueError(f"prompt schedule: expected 'FRAME: prompt' segments separated by ';', got {part!r}")
+    else:
+        pairs = [(int(f), str(p)) for f, p in schedule]
+    pairs.sort(key=lambda fp: fp[0])
+    if not pairs or pairs[0][0] != 0 or len({f for f, _ in pairs}) != len(pairs):
+        raise ValueError(f"prompt schedule: expected distinct start frames, the first at 0, got "
+                         f"{[f for f, _ in pairs]}")
+    return pairs
+
+
+def segment_at(schedule: list[tuple[int, str]], frame: int) -> int:
+    """Index of the schedule segment that frame `frame` falls in."""
+    return max(i for i, (start, _) in enumerate(schedule) if start <= frame)
+
+
+@torch.no_grad()
+def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *, window: int | None = None,
+                  overlap: int | None = None, fuse: str = "ramped", height: int | None = None,
+                  width: int | None = None, steps: int = 25, cfg: float = 4.0, seed: int = 0, sampler: str = "ddim",
+                  scheduler: str = "uniform", negative: str = "", C: torch.Tensor | None = None,
+                  M: torch.Tensor | None = None, replace_known: bool = False, callback: Callable | None = None,
+                  disable: bool = True) -> torch.Tensor:
+    """A clip longer than the model's window: temporal MultiDiffusion of the base over overlapping windows
+    (the reconciliation the SSR uses), with prompt travel: each window is denoised with the prompt of the
+    schedule segment its centre frame falls in, and the overlaps blend neighbouring prompts (`fuse="ramped"`
+    fades them). <C, M> (e.g. keyframes) is sliced with the windows. Memory is one window's, whatever the length.
+
+    `prompts`: a prompt, or a schedule "0: prompt A; 32: prompt B" / [(0, "A"), (32, "B")].  -> (1, 3, T, h, w)
+    """
+    cfgm = bundle.config
+    schedule = parse_prompt_schedule(prompts)
+    window = window or cfgm.num_frames
+    overlap = window // 2 if overlap is None else overlap
+    h, w = height or cfgm.resolution, width or cfgm.resolution
+    net = video_net(bundle.model)
+    if isinstance(net, STUNet):
+        net.check_num_frames(min(window, num_frames))
+    if replace_known and (C is None or M is None):
+        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
+    device = model_device(bundle)
+    C, M = (None if v is None else v.to(device) for v in (C, M))
+    cond = jcm_cond(bundle, C, M, (1, num_frames, h, w), device)
+    texts = [p for _, p in schedule]
+    ctx, uctx = (c.to(device) for c in encode_text(bundle, texts, negative))
+    denoisers = [Denoiser(net, ctx[i:i + 1], uctx[i:i + 1], None, cfg) for i in range(len(texts))]
+    md = MultiDiffusionDenoiser(denoisers[0], window, overlap, fuse, cond=cond,
+                                choose=lambda t0, t1: denoisers[segment_at(schedule, (t0 + t1 - 1) // 2)])
+    shape = (1, 3, num_frames, h, w)
+    den = ReplaceKnown(md, C, M, seeded_noise(shape, seed, device)) if replace_known else md
+    sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
+    out = sample(den, shape, sigmas, sampler, seed, callback=callback, disable=disable, device=device).clamp(-1, 1)
+    return composite_known(out, C, M) if replace_known else out
