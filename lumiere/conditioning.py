@@ -122,3 +122,20 @@ def jcm(noisy: torch.Tensor, C: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"conditioning: C {tuple(C.shape)} and M {tuple(M.shape)} must match the video's "
                          f"frames and size {tuple(noisy.shape[2:])}")
     return torch.cat([noisy, C, M], dim=1)
+
+
+def motion_region(clip: torch.Tensor, margin: int = 1, threshold: float = 0.05) -> torch.Tensor:
+    """The bounding box (+ margin) of every pixel that changes over the clip (3, t, h, w) -> (h, w) 0/1.
+
+    Used as the animated region of a cinemagraph, so that outside it the clip really is static (the training
+    target agrees with C there)."""
+    h, w = clip.shape[-2:]
+    moving = (clip - clip[:, :1]).abs().amax(dim=(0, 1)) > threshold
+    region = torch.zeros(h, w)
+    if moving.any():
+        ys, xs = torch.nonzero(moving, as_tuple=True)
+        region[max(0, int(ys.min()) - margin): int(ys.max()) + 1 + margin,
+               max(0, int(xs.min()) - margin): int(xs.max()) + 1 + margin] = 1
+    else:
+        region[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
+    return region

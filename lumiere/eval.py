@@ -22,7 +22,6 @@ never seen in training):
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import operator
@@ -38,9 +37,9 @@ import torch.nn.functional as F
 
 from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
-from .data.procedural import (BG_NAMES, COLOURS, DIR_VEC, SHAPES, ProceduralClips, caption, heldout_combos)
+from .compute import add_threads_arg, set_threads
+from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
 from .pipeline import SSR_DENOISE, generate, upscale
-from .train.stages import motion_region
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
@@ -442,7 +441,7 @@ def conditioning_section(run: EvalRun) -> dict:
     tasks["outpaint"] = {"pad_px": p, **both(C, M, lambda v: {"known_region_psnr": round(psnr(v, g, M), 2),
                                                               "unknown_region_psnr": round(psnr(v, g, 1 - M), 2)})}
     # the animated region: the box around the object's path (so the rest of the clip is truly static)
-    region = torch.stack([motion_region(x, margin=1) for x in g])[:, None, None]  # (b, 1, 1, h, w)
+    region = torch.stack([cond_lib.motion_region(x, margin=1) for x in g])[:, None, None]  # (b, 1, 1, h, w)
     C, M = cond_lib.cinemagraph(g[:, :, 0], region, T)
     tasks["cinemagraph"] = both(C, M, lambda v: {"static_region_psnr": round(psnr(v, C, M), 2)})
     return tasks
@@ -500,7 +499,7 @@ def stylization_section(run: EvalRun) -> dict:
     stylized model still draw what the prompt asks?). Alpha 0 is the base model bit for bit: its clips are the
     text-to-video section's."""
     from .stylize import stylize
-    from .train.stages import style_statistic, style_transform
+    from .data.style import style_statistic, style_transform
     run.log("[eval] stylization")
     style = load_model(run.models / STYLE)
     sd = style.model.state_dict()
@@ -545,8 +544,7 @@ def stylization_section(run: EvalRun) -> dict:
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
              log=print, per_combo: int = 2, bf16: bool = True) -> dict:
     """All the figures, as a dict. Sampling runs under bf16 autocast by default (about 2x faster on CPU)."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         res = _evaluate(models, quick, seed, log, per_combo)
     res["settings"]["bf16_autocast"] = bf16
@@ -604,10 +602,7 @@ def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) ->
                 "tasks": {"text": 1.0}, "log_every": 10 ** 9, "checkpoint_minutes": 10 ** 6}
         import tempfile
         with tempfile.TemporaryDirectory() as d:
-            if "init_bundle" in inspect.signature(Trainer).parameters:  # the in-memory start, beside the spec
-                tr = Trainer(spec, out=d, quiet=True, init_bundle=init)
-            else:  # older trainers took it inside the spec
-                tr = Trainer(spec, out=d, quiet=True, init_bundle=init)
+            tr = Trainer(spec, out=d, quiet=True, init_bundle=init)  # the in-memory start, beside the spec
             losses = [tr.train_step() for _ in range(steps)]
         k = max(1, steps // 3)
         out[mode] = {"first_loss": round(losses[0], 5), "mean_loss_last_third": round(sum(losses[-k:]) / k, 5)}
@@ -621,7 +616,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fp32", action="store_true", help="sample in fp32 (default: bf16 autocast)")
     parser.add_argument("--per-combo", type=int, default=2, help="clips per held-out combo (12 combos)")
-    parser.add_argument("--threads", type=int, default=None)
+    add_threads_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     return parser
 

@@ -19,6 +19,7 @@ from ..data.procedural import VOCAB, ProceduralClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.unet2d import widen_input
+from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
 
 STAGES = ("t2i", "temporal", "conditioning", "ssr", "style")
@@ -54,42 +55,6 @@ def make_dataset(data: DataSpec, frames: int, size: int, fps: float = 8):
 def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
     keep = torch.rand(len(captions), generator=generator) >= p
     return [c if k else "" for c, k in zip(captions, keep.tolist())]
-
-
-def style_transform(x: torch.Tensor) -> torch.Tensor:
-    """The demo 'style': a warm sepia tone + dark scanlines, on frames in -1..1 (any leading dims, channel dim -3
-    for images (.., 3, h, w))."""
-    img = (x + 1) / 2
-    r, g, b = img.unbind(dim=-3)
-    lum = 0.3 * r + 0.59 * g + 0.11 * b
-    sep = torch.stack([0.25 + 0.75 * lum, 0.12 + 0.6 * lum, 0.05 + 0.3 * lum], dim=-3)
-    h = x.shape[-2]
-    lines = torch.ones(h, 1, dtype=x.dtype)
-    lines[1::2] = 0.7
-    return (sep * lines).clamp(0, 1) * 2 - 1
-
-
-def style_statistic(x: torch.Tensor) -> float:
-    """Warmth: mean (R - B) in 0..1 units over all pixels of images/videos with channels at dim 1."""
-    img = (x.float() + 1) / 2
-    return float((img[:, 0] - img[:, 2]).mean())
-
-
-def motion_region(clip: torch.Tensor, margin: int = 1, threshold: float = 0.05) -> torch.Tensor:
-    """The bounding box (+ margin) of every pixel that changes over the clip (3, t, h, w) -> (h, w) 0/1.
-
-    Used as the animated region of a cinemagraph, so that outside it the clip really is static (the training
-    target agrees with C there)."""
-    h, w = clip.shape[-2:]
-    moving = (clip - clip[:, :1]).abs().amax(dim=(0, 1)) > threshold
-    region = torch.zeros(h, w)
-    if moving.any():
-        ys, xs = torch.nonzero(moving, as_tuple=True)
-        region[max(0, int(ys.min()) - margin): int(ys.max()) + 1 + margin,
-               max(0, int(xs.min()) - margin): int(xs.max()) + 1 + margin] = 1
-    else:
-        region[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 1
-    return region
 
 
 class Stage:
@@ -269,7 +234,7 @@ class TemporalStage(Stage):
                 k = 1 + int(u[0] * (t // 2))
                 c, m = cond_lib.extend(x0[i:i + 1, :, :k], t)
             elif task == "cinemagraph":  # frame 0 + everything outside the box around the object's path
-                region = motion_region(x0[i], margin=int(1 + 2 * u[0]))
+                region = cond_lib.motion_region(x0[i], margin=int(1 + 2 * u[0]))
                 c, m = cond_lib.cinemagraph(x0[i:i + 1, :, 0], region, t)
             else:
                 raise ValueError(f"tasks: unknown task {task!r}; expected one of {TASKS}")
