@@ -122,7 +122,7 @@ def graphs() -> dict[str, dict]:
                    scheduler="normal", denoise=SSR_DENOISE),
     })
     ssr["7"]["inputs"]["images"] = ["14", 0]
-    stylized = base_graph("a yellow square moving left on white", "stylized", model_out=("15", 0))
+    stylized = base_graph("a blue square moving left on white", "stylized", model_out=("15", 0))
     stylized["15"] = node("LumiereStylize", model=["1", 0], style_name=STYLE, alpha=0.7)
     v2v = base_graph("a green square moving down on black", "video_to_video", latent=["16", 0], denoise=0.6)
     v2v.update(video_input())
