@@ -153,14 +153,14 @@ def forward_comparison(preset: str, frames, resolution: int | None, repeats: int
 
 def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | None, log=None) -> dict:
     """One temporal-stage step (frozen T2I, text-to-video, bf16 autocast, channels_last) through the Trainer."""
-    import copy
     import tempfile
 
     from .checkpoint import build_bundle
+    from .configs import get_preset
     from .data.procedural import VOCAB
     from .train.trainer import Trainer
 
-    cfg = copy.deepcopy(_models(preset, None)[0])
+    cfg = get_preset(preset)  # a fresh copy
     cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
     cfg.unet.in_channels = 3
     cfg.text.vocab = tuple(VOCAB)
@@ -188,17 +188,16 @@ def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | No
 
 def sampling_bench(preset: str, steps: int = 25, repeats: int = 2, log=None) -> dict:
     """Seconds per clip (DDIM, CFG 4) with fp32 and with bf16 weights (random weights, the preset's clip)."""
-    import copy
-
     from .checkpoint import build_bundle
     from .compute import PRECISIONS, prepare_for_inference
+    from .configs import get_preset
     from .data.procedural import VOCAB
     from .pipeline import generate
 
     out = {"steps": steps, "cfg": 4.0}
     bundles = {}
     for precision in PRECISIONS:
-        cfg = copy.deepcopy(_models(preset, None)[0])
+        cfg = get_preset(preset)  # a fresh copy
         cfg.text.vocab = tuple(VOCAB)
         bundles[precision] = build_bundle(cfg)
         prepare_for_inference(bundles[precision].model, precision)

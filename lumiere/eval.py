@@ -46,6 +46,22 @@ BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensor
 
 
 # ---- measuring objects from pixels ----------------------------------------------------------------------------
+def object_pixels(video: torch.Tensor):
+    """The object of one clip (3, t, h, w) in -1..1, from pixels: background = per-frame median of the border
+    pixels; object = pixels whose max channel differs from it by > 0.3 (0..1 units).
+    -> (frames in 0..1 (3, t, h, w), mask (t, h, w), area (t,), centroid x (t,), centroid y (t,))"""
+    v = (video.float().clamp(-1, 1) + 1) / 2
+    _, t, h, w = v.shape
+    border = torch.cat([v[:, :, 0], v[:, :, -1], v[:, :, :, 0], v[:, :, :, -1]], dim=-1)  # (3, t, 2h+2w)
+    bg = border.median(dim=-1).values  # (3, t)
+    mask = (v - bg[:, :, None, None]).abs().amax(dim=0) > 0.3  # (t, h, w)
+    area = mask.flatten(1).sum(1).float()  # (t,)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    cx = (mask * xs).flatten(1).sum(1) / area.clamp(min=1)
+    cy = (mask * ys).flatten(1).sum(1) / area.clamp(min=1)
+    return v, mask, area, cx, cy
+
+
 def analyse(video: torch.Tensor, first_frames: int | None = None) -> dict:
     """One clip (3, t, h, w) in -1..1 -> the object's colour, shape, direction and stability, from pixels.
 
@@ -53,17 +69,9 @@ def analyse(video: torch.Tensor, first_frames: int | None = None) -> dict:
     (in 0..1 units). Direction = the sign of the larger least-squares centroid velocity over the first
     `first_frames` (default: half the clip, before any bounce); < 1 px of travel there is "static".
     """
-    v = (video.float().clamp(-1, 1) + 1) / 2
-    _, t, h, w = v.shape
-    border = torch.cat([v[:, :, 0], v[:, :, -1], v[:, :, :, 0], v[:, :, :, -1]], dim=-1)  # (3, t, 2h+2w)
-    bg = border.median(dim=-1).values  # (3, t)
-    diff = (v - bg[:, :, None, None]).abs().amax(dim=0)  # (t, h, w)
-    mask = diff > 0.3
-    area = mask.flatten(1).sum(1).float()  # (t,)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    v, mask, area, cx, cy = object_pixels(video)
+    t = v.shape[1]
     ok = area >= 3
-    cx = (mask * xs).flatten(1).sum(1) / area.clamp(min=1)
-    cy = (mask * ys).flatten(1).sum(1) / area.clamp(min=1)
     rgb_frames = (v * mask[None]).flatten(2).sum(2) / area.clamp(min=1)  # (3, t)
     res = {"area_mean": float(area.mean()), "valid_frames": int(ok.sum())}
     if ok.sum() == 0:
@@ -127,16 +135,9 @@ def jumps(video: torch.Tensor, max_speed_px: float) -> dict:
     """Temporal incoherence of one clip (3, t, h, w): the largest frame-to-frame centroid move, and the frames
     where the object vanishes (< 3 px) or splits (a second component >= 1/4 of the largest) between frames where
     it is whole. `jump` when the move exceeds JUMP_SPEED_FACTOR x `max_speed_px`, or any frame vanishes or splits."""
-    v = (video.float().clamp(-1, 1) + 1) / 2
-    _, t, h, w = v.shape
-    border = torch.cat([v[:, :, 0], v[:, :, -1], v[:, :, :, 0], v[:, :, :, -1]], dim=-1)
-    bg = border.median(dim=-1).values
-    mask = (v - bg[:, :, None, None]).abs().amax(dim=0) > 0.3  # (t, h, w)
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    area = mask.flatten(1).sum(1).float()
+    v, mask, area, cx, cy = object_pixels(video)
+    t = v.shape[1]
     present = area >= 3
-    cx = (mask * xs).flatten(1).sum(1) / area.clamp(min=1)
-    cy = (mask * ys).flatten(1).sum(1) / area.clamp(min=1)
     moves = [math.hypot(float(cx[k + 1] - cx[k]), float(cy[k + 1] - cy[k]))
              for k in range(t - 1) if present[k] and present[k + 1]]
     split = []

@@ -147,12 +147,17 @@ def test_windows_on_a_real_model():
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
-def test_upscale_pipeline_windows():
+def tiny_ssr_bundle():
+    """A seeded random-weight x2 SSR on the tiny preset."""
     cfg = get_preset("tiny")
     cfg = dataclasses.replace(cfg, role="ssr", conditioning="lowres", scale=2,
                               unet=dataclasses.replace(cfg.unet, in_channels=6))
     torch.manual_seed(0)
-    bundle = build_bundle(cfg)
+    return build_bundle(cfg)
+
+
+def test_upscale_pipeline_windows():
+    bundle = tiny_ssr_bundle()
     low = torch.rand(1, 3, 10, 8, 8) * 2 - 1
     out = upscale(bundle, low, "a cat", window=4, overlap=2, steps=2)
     assert out.shape == (1, 3, 10, 16, 16)
@@ -164,11 +169,7 @@ def test_upscale_denoise_starts_from_the_upsampled_clip():
     """denoise < 1 (SDEdit start): a small denoise stays near the bilinear up-sampling, 1 (pure noise) does not;
     the default is the shipped start SSR_DENOISE; out-of-range values name the argument."""
     from lumiere.pipeline import SSR_DENOISE, upsample_video
-    cfg = get_preset("tiny")
-    cfg = dataclasses.replace(cfg, role="ssr", conditioning="lowres", scale=2,
-                              unet=dataclasses.replace(cfg.unet, in_channels=6))
-    torch.manual_seed(0)
-    bundle = build_bundle(cfg)
+    bundle = tiny_ssr_bundle()
     low = torch.rand(1, 3, 4, 8, 8) * 2 - 1
     bilinear = upsample_video(low, 2)
     kw = dict(window=4, overlap=2, steps=20, seed=1)
