@@ -22,9 +22,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lumiere.bench import count_flops, machine_peak  # noqa: E402
-from lumiere.checkpoint import build_bundle  # noqa: E402
-from lumiere.configs import get_preset  # noqa: E402
-from lumiere.data.procedural import VOCAB  # noqa: E402
 from lumiere.pipeline import generate  # noqa: E402
 from lumiere.train.trainer import Trainer  # noqa: E402
 
