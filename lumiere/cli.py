@@ -11,14 +11,26 @@ import json
 import sys
 from pathlib import Path
 
+from .conditioning import MODES
 from .compute import PRECISIONS, add_threads_arg
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
-MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
 
 
 class InputError(ValueError):
     """A bad command-line input; the message names it."""
+
+
+# the library's input names (its errors read "name: expected X, got Y") -> the generate command's flags
+FLAGS = {"threads": "--threads", "context": "--context", "num_frames": "--frames", "window": "--window",
+         "overlap": "--overlap", "indices": "--keyframe", "prompt schedule": "--prompt", "clip": "--video"}
+
+
+def flag_error(e: ValueError) -> InputError:
+    """A library ValueError, renamed to the flag that carried the input."""
+    name, sep, rest = str(e).partition(":")
+    flag = FLAGS.get(name.strip())
+    return InputError(f"{flag}:{rest}" if sep and flag else str(e))
 
 
 # ---------------------------------------------------------------- generate
@@ -44,10 +56,20 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                                   "black = keep")
     g.add_argument("--replace-known", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the given pixels exactly (known-pixel replacement at every step; default on)")
+    g.add_argument("--keyframe", action="append", metavar="FRAME=PNG",
+                   help="keyframes mode: an image at a frame number (repeat it; negative counts from the end): "
+                        "--keyframe 0=first.png --keyframe=-1=last.png interpolates between two images")
+    g.add_argument("--context", type=int, default=None,
+                   help="extend mode: known frames per extension pass (default: half the model's frames)")
     g.add_argument("--pad", type=int, nargs=4, metavar=("L", "R", "T", "B"), help="outpaint border in pixels")
     g.add_argument("--video", help="input video (.mp4/.webp/.gif or a folder of frames): SDEdit source in text "
                                    "mode, the clip to complete with --mode inpaint/outpaint")
     g.add_argument("--strength", type=float, default=None, help="SDEdit strength in (0, 1] (default 0.6)")
+    g = p.add_argument_group("long videos and loops (temporal MultiDiffusion of the base over windows of its "
+                             "frames); --frames beyond the model's, or a prompt schedule "
+                             "\"0: prompt A; 32: prompt B\" (prompt travel), use them too")
+    g.add_argument("--loop", action="store_true",
+                   help="a seamless loop: windows on a circle, so the last frame flows into the first")
     s = p.add_argument_group("spatial super-resolution (temporal MultiDiffusion)")
     s.add_argument("--ssr", help="SSR checkpoint: upsample the generated clip")
     s.add_argument("--window", type=int, default=None, help="frames per window (default: the SSR model's)")
@@ -91,7 +113,7 @@ def _conditioning(args, mode: str, t: int, h: int, w: int):
     from .media import load_image, load_mask, load_video
 
     need = {"image_to_video": ("image",), "cinemagraph": ("image", "mask"), "inpaint": ("mask",),
-            "outpaint": ("pad",)}.get(mode, ())
+            "outpaint": ("pad",), "keyframes": ("keyframe",), "extend": ("video",)}.get(mode, ())
     for name in need:
         if getattr(args, name) is None:
             raise InputError(f"--{name}: required by --mode {mode}")
@@ -103,8 +125,10 @@ def _conditioning(args, mode: str, t: int, h: int, w: int):
             raise InputError(f"--pad: expected non-negative sizes that leave part of the {h}x{w} frame, "
                              f"got {args.pad}")
         h, w = h - top - bottom, w - left - right
-    if mode == "text":
+    if mode in ("text", "extend"):  # extension builds its <C, M> per pass (pipeline.generate_extended)
         return None, None
+    if mode == "keyframes":
+        return _keyframes(args.keyframe, t, h, w)
     image = _read("--image", load_image, args.image, h, w) if args.image else None
     if mode == "image_to_video":
         return conditioning.image_to_video(image, t)
@@ -118,10 +142,32 @@ def _conditioning(args, mode: str, t: int, h: int, w: int):
     return conditioning.outpaint(clip, tuple(args.pad))
 
 
+def _keyframes(specs: list[str], t: int, h: int, w: int):
+    import torch
+
+    from . import conditioning
+    from .media import load_image
+
+    indices, images = [], []
+    for spec in specs:
+        frame, sep, path = spec.partition("=")
+        try:
+            indices.append(int(frame))
+        except ValueError:
+            raise InputError(f"--keyframe: expected FRAME=PNG (e.g. 0=first.png), got {spec!r}") from None
+        if not sep or not path:
+            raise InputError(f"--keyframe: expected FRAME=PNG (e.g. 0=first.png), got {spec!r}")
+        images.append(_read("--keyframe", load_image, path, h, w))
+    try:
+        return conditioning.keyframes(torch.stack(images, dim=2), indices, t)
+    except ValueError as e:
+        raise InputError(f"--keyframe: {e}") from None
+
+
 def generate_command(args) -> int:
     from .compute import prepare_for_inference, set_threads
     from .media import check_output_path, load_video, save_video
-    from .pipeline import generate, upscale
+    from .pipeline import generate, generate_extended, generate_long, parse_prompt_schedule, upscale
     from .stylize import stylize, t2i_state_dict
 
     mode = args.mode or ("image_to_video" if args.image else "text")
@@ -134,7 +180,7 @@ def generate_command(args) -> int:
     try:
         set_threads(args.threads)
     except ValueError as e:  # "threads: expected ..."
-        raise InputError(f"--{e}") from None
+        raise flag_error(e) from None
     # every input is read and checked before the (long) sampling starts
     bundle = _load("--model", args.model)
     cfg = bundle.config
@@ -153,12 +199,33 @@ def generate_command(args) -> int:
         if b is not None:
             prepare_for_inference(b.model, args.precision)
     t, h, w = args.frames or cfg.num_frames, args.height or cfg.resolution, args.width or cfg.resolution
+    try:
+        schedule = parse_prompt_schedule(args.prompt)
+    except ValueError as e:
+        raise flag_error(e) from None
+    windowed = args.loop or t > cfg.num_frames or len(schedule) > 1
     C, M = _conditioning(args, mode, t, h, w)
     init = _read("--video", load_video, args.video, t, h, w) if sdedit else None
-    video = generate(bundle, args.prompt, num_frames=t, height=h, width=w, steps=args.steps, cfg=args.cfg,
-                     seed=args.seed, sampler=args.sampler, scheduler=args.scheduler, negative=args.negative,
-                     C=C, M=M, init_video=init, strength=0.6 if args.strength is None else args.strength,
-                     replace_known=args.replace_known and C is not None, disable=args.quiet)
+    if windowed and sdedit:
+        raise InputError("--video: SDEdit (text mode with --video) runs one window; drop --loop / the schedule, "
+                         "or keep --frames within the model's")
+    sampling = dict(steps=args.steps, cfg=args.cfg, sampler=args.sampler, scheduler=args.scheduler,
+                    negative=args.negative)
+    try:
+        if mode == "extend":
+            clip = _read("--video", load_video, args.video, t - 1, h, w, 1)
+            video = generate_extended(bundle, args.prompt, t, clip=clip, context=args.context, seed=args.seed,
+                                      replace_known=args.replace_known, **sampling)
+        elif windowed:
+            video = generate_long(bundle, args.prompt, t, height=h, width=w, seed=args.seed, C=C, M=M,
+                                  replace_known=args.replace_known and C is not None, loop=args.loop,
+                                  disable=args.quiet, **sampling)
+        else:
+            video = generate(bundle, args.prompt, num_frames=t, height=h, width=w, seed=args.seed, C=C, M=M,
+                             init_video=init, strength=0.6 if args.strength is None else args.strength,
+                             replace_known=args.replace_known and C is not None, disable=args.quiet, **sampling)
+    except ValueError as e:  # e.g. "context: expected ..."
+        raise flag_error(e) from None
     if ssr is not None:
         video = upscale(ssr, video, args.prompt, window=args.window, overlap=args.overlap, fuse=args.fuse,
                         tile=args.tile, steps=args.ssr_steps, cfg=args.ssr_cfg, seed=args.seed,

@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph")
-# the conditioning stage's task mixture: the modes above plus frame-level tasks (any set of known frames is a
-# mask: first + last frame is generative interpolation, the first k frames is clip extension)
-TRAINING_TASKS = MODES + ("keyframes", "extend")
+# the tasks, at every front-end (CLI, nodes) and in the conditioning stage's training mixture. The frame-level
+# ones are masks too: any set of known frames (first + last = generative interpolation; the first k frames of the
+# output = the end of a clip being extended)
+MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph", "keyframes", "extend")
+TRAINING_TASKS = MODES
 
 
 def _check_video(name: str, video: torch.Tensor) -> None:
@@ -84,10 +85,20 @@ def cinemagraph(image: torch.Tensor, animate: torch.Tensor, num_frames: int) -> 
     return C, M
 
 
+def parse_indices(text: str) -> list[int]:
+    """"0, 15" or "0 8 -1" -> [0, 15] / [0, 8, -1] (negative counts from the end, as in Python)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        return [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"indices: expected frame numbers separated by commas (e.g. \"0, 15\"), got {text!r}") from None
+
+
 def keyframes(frames: torch.Tensor, indices, num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frames (b, 3, k, h, w) placed at `indices` (k distinct frame numbers); everything between is generated."""
+    """Frames (b, 3, k, h, w) placed at `indices` (k distinct frame numbers; negative counts from the end);
+    everything between is generated."""
     _check_video("frames", frames)
-    indices = [int(i) for i in indices]
+    indices = [int(i) + (num_frames if int(i) < 0 else 0) for i in indices]
     if len(indices) != frames.shape[2] or len(set(indices)) != len(indices) or \
             not all(0 <= i < num_frames for i in indices):
         raise ValueError(f"indices: expected {frames.shape[2]} distinct frame numbers in 0..{num_frames - 1}, "

@@ -61,8 +61,9 @@ def load_mask(path: str | Path, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img) > 127).float()
 
 
-def load_video(path: str | Path, frames: int, height: int, width: int) -> torch.Tensor:
-    """The first `frames` frames of a video file or a folder of images, resized.  # -> (1, 3, t, h, w)"""
+def load_video(path: str | Path, frames: int, height: int, width: int, at_least: int | None = None) -> torch.Tensor:
+    """The first `frames` frames of a video file or a folder of images, resized; fewer is an error unless
+    `at_least` allows it.  # -> (1, 3, t, h, w)"""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
@@ -83,8 +84,9 @@ def load_video(path: str | Path, frames: int, height: int, width: int) -> torch.
         raise ValueError(f"{path}: no such file or folder")
     if arrays is not None:
         video = _to_tensor(arrays)[0] if arrays else torch.zeros(3, 0, 1, 1)
-    if video.shape[1] < frames:
-        raise ValueError(f"{path}: has {video.shape[1]} frames, {frames} are needed")
+    need = frames if at_least is None else at_least
+    if video.shape[1] < need:
+        raise ValueError(f"{path}: has {video.shape[1]} frames, {need} are needed")
     return resize_video(video[None], height, width)
 
 

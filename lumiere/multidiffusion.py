@@ -5,8 +5,14 @@ step result is the least-squares reconciliation argmin_J sum_i ||F_i(J) - D(J_i)
 the windows covering each frame ("flat"), or a weighted average ("ramped": weights ramp linearly across the
 overlaps so windows fade into each other). A windowed denoiser is still a denoiser, so every sampler works
 unchanged, and model memory is bounded by one window whatever the clip length.
+
+With `loop=True` the windows lie on a circle: frame T-1 is followed by frame 0, and some windows wrap around the
+end (e.g. frames 8..15, 0..7 of a 16-frame clip). Every window is denoised as one coherent clip, so the seam is
+generated like any inner transition and the clip loops seamlessly, at any length (even one window's).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -28,6 +34,26 @@ def window_starts(length: int, window: int, overlap: int) -> list[int]:
     starts = list(range(0, length - window, stride))
     starts.append(length - window)
     return starts
+
+
+def loop_window_starts(length: int, window: int, overlap: int) -> list[int]:
+    """Starts of windows on a circle of `length` frames (window i is frames s_i .. s_i + window - 1, modulo
+    `length`): at least two, evenly spaced, consecutive ones (the last and the first too) sharing >= `overlap`."""
+    if not 1 <= window <= length:
+        raise ValueError(f"window: expected 1 to {length} frames for a loop of {length}, got {window}")
+    if not 2 <= overlap < window:
+        raise ValueError(f"overlap: expected 2 <= overlap < window ({window}), got {overlap}")
+    count = max(2, math.ceil(length / (window - overlap)))
+    return [round(i * length / count) for i in range(count)]
+
+
+def time_windows(length: int, window: int | None, overlap: int, fuse: str, loop: bool = False):
+    """[(frame indices, weights (window,))] covering a clip of `length` frames."""
+    if loop:
+        window = length if window is None else window
+        return [([(s + i) % length for i in range(window)], window_weights(window, overlap, fuse, False, False))
+                for s in loop_window_starts(length, window, overlap)]
+    return [(list(range(t0, t1)), w) for t0, t1, w in _axis_windows(length, window, overlap, fuse)]
 
 
 def window_weights(window: int, overlap: int, fuse: str, first: bool, last: bool) -> torch.Tensor:
@@ -55,12 +81,12 @@ def _axis_windows(length: int, window: int | None, overlap: int, fuse: str):
 class MultiDiffusionDenoiser:
     """Wraps a denoiser D(x, s, cond=None) over videos (b, c, t, h, w) with temporal windows (and optional
     spatial tiles for large SSR frames). `cond` (e.g. the up-sampled low-res video, or <C, M>) is sliced with x.
-    `choose(t0, t1)`, if given, picks the denoiser of the window of frames t0..t1-1 (e.g. its prompt, for prompt
-    travel); otherwise every window uses `denoiser`."""
+    `choose(frames)`, if given, picks the denoiser of the window of those frame indices (e.g. its prompt, for
+    prompt travel); otherwise every window uses `denoiser`. `loop`: circular windows (see the module docstring)."""
 
     def __init__(self, denoiser, window: int, overlap: int = 2, fuse: str = "flat",
                  tile: int | None = None, tile_overlap: int = 8, cond: torch.Tensor | None = None,
-                 choose=None):
+                 choose=None, loop: bool = False):
         if fuse not in FUSE_METHODS:
             raise ValueError(f"fuse: expected one of {FUSE_METHODS}, got {fuse!r}")
         if window < 1:
@@ -68,29 +94,33 @@ class MultiDiffusionDenoiser:
         self.denoiser, self.window, self.overlap, self.fuse = denoiser, window, overlap, fuse
         self.tile, self.tile_overlap = tile, tile_overlap
         self.cond = cond if cond is not None else getattr(denoiser, "cond", None)
-        self.choose = choose or (lambda t0, t1: denoiser)
+        self.choose = choose or (lambda frames: denoiser)
+        self.loop = loop
 
     def windows(self, shape: tuple[int, ...]):
-        """(t0, t1, y0, y1, x0, x1, weight (t', h', w')) for every window/tile."""
+        """(frame indices, y0, y1, x0, x1, weight (t', h', w')) for every window/tile."""
         _, _, t, h, w = shape
-        times = _axis_windows(t, self.window, self.overlap, self.fuse)
+        times = time_windows(t, self.window, self.overlap, self.fuse, self.loop)
         rows = _axis_windows(h, self.tile, self.tile_overlap, self.fuse)
         cols = _axis_windows(w, self.tile, self.tile_overlap, self.fuse)
-        for t0, t1, wt in times:
+        for frames, wt in times:
             for y0, y1, wy in rows:
                 for x0, x1, wx in cols:
-                    yield t0, t1, y0, y1, x0, x1, wt[:, None, None] * wy[None, :, None] * wx[None, None, :]
+                    yield frames, y0, y1, x0, x1, wt[:, None, None] * wy[None, :, None] * wx[None, None, :]
 
     def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         wins = list(self.windows(tuple(x.shape)))
         if len(wins) == 1:  # one window: exactly the plain denoiser
-            return self.choose(0, x.shape[2])(x, s, cond=self.cond)
+            return self.choose(wins[0][0])(x, s, cond=self.cond)
         out = torch.zeros_like(x)
         total = torch.zeros(x.shape[2:], dtype=x.dtype, device=x.device)
-        for t0, t1, y0, y1, x0, x1, w in wins:
-            part = (slice(None), slice(None), slice(t0, t1), slice(y0, y1), slice(x0, x1))
+        for frames, y0, y1, x0, x1, w in wins:
+            # a run of frames is a view; a window wrapping around a loop's end gathers its frames
+            t = slice(frames[0], frames[-1] + 1) if frames[-1] - frames[0] == len(frames) - 1 else \
+                torch.tensor(frames, device=x.device)
+            part = (slice(None), slice(None), t, slice(y0, y1), slice(x0, x1))
             cond = None if self.cond is None else self.cond[part]
             w = w.to(x.device, x.dtype)
-            out[part] += self.choose(t0, t1)(x[part], s, cond=cond) * w
-            total[t0:t1, y0:y1, x0:x1] += w
+            out[part] += self.choose(frames)(x[part], s, cond=cond) * w  # frames are distinct within a window
+            total[t, y0:y1, x0:x1] += w
         return out / total

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from . import conditioning as recipes
 from .checkpoint import LumiereBundle
 from .diffusion.denoiser import Denoiser
 from .diffusion.known import ReplaceKnown, composite_known
@@ -163,7 +164,7 @@ def parse_prompt_schedule(schedule: str | list) -> list[tuple[int, str]]:
     """"0: a red circle moving right; 32: a red circle moving up" (or [(0, "..."), (32, "...")]) -> sorted
     (start frame, prompt) pairs; the first must start at frame 0. A plain prompt is one segment from 0."""
     if isinstance(schedule, str):
-        parts = [p.strip() for p in schedule.split(";") if p.strip()]
+        parts = [p.strip() for p in schedule.split(";") if p.strip()] or [""]  # "" is the empty prompt
         pairs = []
         for part in parts:
             head, sep, text = part.partition(":")
@@ -192,18 +193,23 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
                   overlap: int | None = None, fuse: str = "ramped", height: int | None = None,
                   width: int | None = None, steps: int = 25, cfg: float = 4.0, seed: int = 0, sampler: str = "ddim",
                   scheduler: str = "uniform", negative: str = "", C: torch.Tensor | None = None,
-                  M: torch.Tensor | None = None, replace_known: bool = False, callback: Callable | None = None,
-                  disable: bool = True) -> torch.Tensor:
+                  M: torch.Tensor | None = None, replace_known: bool = False, loop: bool = False,
+                  callback: Callable | None = None, disable: bool = True) -> torch.Tensor:
     """A clip longer than the model's window: temporal MultiDiffusion of the base over overlapping windows
     (the reconciliation the SSR uses), with prompt travel: each window is denoised with the prompt of the
     schedule segment its centre frame falls in, and the overlaps blend neighbouring prompts (`fuse="ramped"`
     fades them). <C, M> (e.g. keyframes) is sliced with the windows. Memory is one window's, whatever the length.
+
+    `loop=True`: a seamless loop — the windows lie on a circle, some wrapping from the last frames to the first
+    (`multidiffusion.loop_window_starts`), so the last frame flows into the first. Any length from one window up.
 
     `prompts`: a prompt, or a schedule "0: prompt A; 32: prompt B" / [(0, "A"), (32, "B")].  -> (1, 3, T, h, w)
     """
     cfgm = bundle.config
     schedule = parse_prompt_schedule(prompts)
     window = window or cfgm.num_frames
+    if loop:
+        window = min(window, num_frames)
     overlap = window // 2 if overlap is None else overlap
     h, w = height or cfgm.resolution, width or cfgm.resolution
     net = video_net(bundle.model)
@@ -217,10 +223,50 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     texts = [p for _, p in schedule]
     ctx, uctx = (c.to(device) for c in encode_text(bundle, texts, negative))
     denoisers = [Denoiser(net, ctx[i:i + 1], uctx[i:i + 1], None, cfg) for i in range(len(texts))]
-    md = MultiDiffusionDenoiser(denoisers[0], window, overlap, fuse, cond=cond,
-                                choose=lambda t0, t1: denoisers[segment_at(schedule, (t0 + t1 - 1) // 2)])
+    md = MultiDiffusionDenoiser(denoisers[0], window, overlap, fuse, cond=cond, loop=loop,
+                                choose=lambda frames: denoisers[segment_at(schedule, frames[(len(frames) - 1) // 2])])
     shape = (1, 3, num_frames, h, w)
     den = ReplaceKnown(md, C, M, seeded_noise(shape, seed, device)) if replace_known else md
     sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
     out = sample(den, shape, sigmas, sampler, seed, callback=callback, disable=disable, device=device).clamp(-1, 1)
     return composite_known(out, C, M) if replace_known else out
+
+
+@torch.no_grad()
+def generate_extended(bundle: LumiereBundle, prompts: str | list, num_frames: int, *,
+                      clip: torch.Tensor | None = None, context: int | None = None, height: int | None = None,
+                      width: int | None = None, seed: int = 0, replace_known: bool = True,
+                      callback: Callable | None = None, **sample_kw) -> torch.Tensor:
+    """A clip of any length by repeated extension: each pass generates one window of the model's frames whose
+    first `context` frames (default half the window) are the current clip's last ones (`conditioning.extend`),
+    and appends the rest. `clip` (1, 3, k, h, w), if given, is continued; otherwise the first window is
+    text-to-video. Each pass takes the prompt of the schedule segment its first new frame falls in (prompt
+    travel) and the seed + pass number. `sample_kw`: steps, cfg, sampler, scheduler, negative.
+    The alternative to `generate_long` (MultiDiffusion windows); `lumiere.eval` compares the two.  -> (1, 3, T, h, w)
+    """
+    schedule = parse_prompt_schedule(prompts)
+    window = bundle.config.num_frames
+    context = window // 2 if context is None else context
+    if not 1 <= context < window:
+        raise ValueError(f"context: expected 1 to {window - 1} known frames per extension, got {context}")
+    if clip is not None:
+        if clip.ndim != 5 or clip.shape[:2] != (1, 3):
+            raise ValueError(f"clip: expected a video of shape (1, 3, t, h, w), got {tuple(clip.shape)}")
+        if clip.shape[2] >= num_frames:
+            raise ValueError(f"num_frames: expected more than the clip's {clip.shape[2]} frames, got {num_frames}")
+        height, width = clip.shape[-2:]
+        video = clip.to(model_device(bundle))
+    else:
+        video = generate(bundle, schedule[0][1], num_frames=min(window, num_frames), height=height,
+                         width=width, seed=seed, callback=callback, **sample_kw)
+    passes = 0
+    while video.shape[2] < num_frames:
+        passes += 1
+        known = video[:, :, -context:]
+        C, M = recipes.extend(known, window)
+        prompt = schedule[segment_at(schedule, video.shape[2])][1]
+        part = generate(bundle, prompt, num_frames=window, seed=seed + passes, C=C, M=M,
+                        replace_known=replace_known, callback=callback, **sample_kw)
+        new = min(window - context, num_frames - video.shape[2])
+        video = torch.cat([video, part[:, :, context:context + new]], dim=2)
+    return video

@@ -8,12 +8,12 @@ import shutil
 import folder_paths
 from comfy_api.latest import ComfyExtension, io
 
-from . import conditioning, latent, loader, sampler, ssr, stylize
+from . import conditioning, latent, loader, long_video, sampler, ssr, stylize
 
 EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "workflows", "inputs")
 
 NODE_CLASSES: list[type[io.ComfyNode]] = [
-    *loader.NODES, *sampler.NODES, *conditioning.NODES, *ssr.NODES, *stylize.NODES, *latent.NODES,
+    *loader.NODES, *sampler.NODES, *long_video.NODES, *conditioning.NODES, *ssr.NODES, *stylize.NODES, *latent.NODES,
 ]
 
 

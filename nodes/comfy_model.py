@@ -30,6 +30,7 @@ from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, Wo
 from ..lumiere.pipeline import video_net
 
 COND_KEY = "lumiere_cond"  # CONDITIONING key: the extra channels (b, k, t, h, w) concatenated after x
+SEGMENT_KEY = "lumiere_start_frame"  # CONDITIONING key: the first frame of a prompt-schedule segment
 
 
 def clip_mosaic(x: torch.Tensor) -> torch.Tensor:
@@ -134,8 +135,13 @@ class LumiereModel(comfy.model_base.BaseModel):
         # core context windows slice x but not c_concat (0.3.75): slice it to the current window here
         window = transformer_options.get("context_window")
         if window is not None and c_concat is not None and c_concat.shape[2] != x.shape[2]:
-            c_concat = window.get_tensor(c_concat, dim=2)
+            c_concat = take_frames(c_concat, window.index_list)
         return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
+
+
+def take_frames(video: torch.Tensor, frames: list[int]) -> torch.Tensor:
+    """The frames (a context window's index list) of a video tensor (b, c, t, h, w)."""
+    return video.index_select(2, torch.tensor(frames, device=video.device))
 
 
 def lumiere_net(model) -> torch.nn.Module:

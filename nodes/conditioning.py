@@ -17,7 +17,7 @@ from ..lumiere import conditioning as recipes
 from .comfy_model import COND_KEY
 from .latent import frames_to_video
 
-MODES = ["image_to_video", "inpaint", "outpaint", "cinemagraph", "direct"]
+MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
 
 
 def generate_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor:
@@ -29,12 +29,16 @@ def generate_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor
     return mask.float()
 
 
-def build_cm(mode, image, mask, frames, pad) -> tuple[torch.Tensor, torch.Tensor]:
+def build_cm(mode, image, mask, frames, pad, indices="0, -1") -> tuple[torch.Tensor, torch.Tensor]:
     """(C, M) with the library recipes; M = 1 where the pixels are known."""
     if image is None:
-        raise ValueError("image: every mode needs an IMAGE (a still for image_to_video/cinemagraph, the video "
-                         "frames for inpaint/outpaint/direct)")
+        raise ValueError("image: every mode needs an IMAGE (a still for image_to_video/cinemagraph, the keyframes "
+                         "for keyframes, the clip for extend, the video frames for inpaint/outpaint/direct)")
     video = frames_to_video(image, "image")  # (1, 3, T, H, W)
+    if mode == "keyframes":
+        return recipes.keyframes(video, recipes.parse_indices(indices), frames)
+    if mode == "extend":  # the clip is the first frames of the output; the rest is generated
+        return recipes.extend(video, frames)
     if mode == "image_to_video":
         return recipes.image_to_video(video[:, :, 0], frames)
     if mode == "cinemagraph":
@@ -92,14 +96,20 @@ class LumiereConditioning(io.ComfyNode):
                 io.Combo.Input("mode", options=MODES, default="image_to_video",
                                tooltip="image_to_video: the clip starts at the image. inpaint: regenerate the "
                                        "masked area of a video. outpaint: extend the canvas by the pads. "
-                                       "cinemagraph: animate only the masked area of a still. direct: the image "
-                                       "frames are C and the mask is 1 - M."),
+                                       "cinemagraph: animate only the masked area of a still. keyframes: the "
+                                       "images of the batch at the frames given by indices, everything between "
+                                       "generated (two images at 0, -1: interpolation). extend: the clip, then "
+                                       "new frames up to frames. direct: the image frames are C and the mask is "
+                                       "1 - M."),
                 io.Int.Input("frames", default=16, min=1, max=4096,
-                             tooltip="image_to_video/cinemagraph: frames to generate (a multiple of the model's "
-                                     "frame multiple). Other modes take the frame count of the image batch."),
+                             tooltip="image_to_video/cinemagraph/keyframes/extend: frames of the output (a "
+                                     "multiple of the model's frame multiple; beyond the model's own frame count, "
+                                     "sample with the Lumiere Long Video Sampler). Other modes take the frame "
+                                     "count of the image batch."),
                 io.Image.Input("image", optional=True,
-                               tooltip="A still (first image of the batch) for image_to_video/cinemagraph, or the "
-                                       "video frames [T, H, W, 3] for inpaint/outpaint/direct."),
+                               tooltip="A still (first image of the batch) for image_to_video/cinemagraph, the "
+                                       "keyframes (one per index) for keyframes, the clip to continue for extend, "
+                                       "or the video frames [T, H, W, 3] for inpaint/outpaint/direct."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="1 = generate / animate, 0 = keep (ComfyUI's mask convention), the size of "
                                       "the image, one mask for all frames or one per frame. Not used by "
@@ -114,6 +124,9 @@ class LumiereConditioning(io.ComfyNode):
                                          "level, and the final video is composited with them (through the "
                                          "latent's noise mask, so core KSampler honours it too). Off: the model "
                                          "alone decides, guided by <C, M>. A soft (grey) mask blends."),
+                io.String.Input("indices", default="0, -1", optional=True,
+                                tooltip="keyframes only: the frame of each image of the batch, in order, separated "
+                                        "by commas; negative counts from the end (0, -1 = first and last)."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive"),
@@ -126,8 +139,8 @@ class LumiereConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
-                pad_bottom=0, replace_known=True) -> io.NodeOutput:
-        C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom))
+                pad_bottom=0, replace_known=True, indices="0, -1") -> io.NodeOutput:
+        C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom), indices)
         cond = torch.cat([C * M, M], dim=1).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})
         negative = node_helpers.conditioning_set_values(negative, {COND_KEY: cond})

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 from PIL import Image
 
 from ..lumiere.diffusion.known import composite_known
-from .comfy_model import check_video_shape, clip_mosaic
+from .comfy_model import SEGMENT_KEY, check_video_shape, clip_mosaic
 
 
 def preview_image(x0) -> Image.Image:
@@ -94,6 +94,9 @@ class LumiereSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 denoise=1.0) -> io.NodeOutput:
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        if len({c[1][SEGMENT_KEY] for c in positive if SEGMENT_KEY in c[1]}) > 1:
+            raise ValueError("positive: a prompt schedule (Lumiere Prompt Schedule) changes the prompt between "
+                             "windows; sample it with the Lumiere Long Video Sampler")
         m = model.clone()
         m.model_options.pop("context_handler", None)  # the base STUNet sees the whole clip at once
         samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise)

@@ -95,7 +95,7 @@ def test_inspect(files):
 
 @pytest.mark.parametrize("args,message", [
     (("generate", "--model", "{d}/absent.safetensors", "--steps", 1), "--model: {d}/absent.safetensors: no such"),
-    (("generate", "--model", "{d}/base.safetensors", "--frames", 5, "--steps", 1), "num_frames: expected a "
+    (("generate", "--model", "{d}/base.safetensors", "--frames", 5, "--steps", 1), "--frames: expected a "
                                                                                    "positive multiple of 2"),
     (("inspect", "{d}/notes.txt"), "{d}/notes.txt: not a safetensors file"),
 ])
@@ -156,6 +156,27 @@ def test_conditioning_modes(files, tmp_path, extra):
     assert not torch.equal(video, load_video(plain, 4, 16, 16))  # C and M reached the model
 
 
+def test_keyframes_extend_loop_and_prompt_travel(files, tmp_path):
+    """Keyframes land on their frames exactly (known-pixel replacement); extend keeps the input clip and reaches
+    --frames; a loop and a schedule longer than the model's window run through MultiDiffusion windows."""
+    from lumiere.media import load_image
+    assert main(*gen(files, "--mode", "keyframes", "--keyframe", f"0={files / 'image.png'}",
+                     f"--keyframe=-1={files / 'image.png'}", "--frames", 8, "--out", tmp_path / "kf")) == 0
+    kf, image = load_video(tmp_path / "kf", 8, 16, 16), load_image(files / "image.png", 16, 16)
+    for f in (0, 7):
+        assert (kf[:, :, f] - image).abs().max() <= 2 / 255 + 1e-6
+    assert (kf[:, :, 3] - image).abs().mean() > 0.05
+    assert main(*gen(files, "--mode", "extend", "--video", files / "input.gif", "--frames", 14,
+                     "--out", tmp_path / "ext")) == 0
+    ext, source = load_video(tmp_path / "ext", 14, 16, 16), load_video(files / "input.gif", 8, 16, 16)
+    assert (ext[:, :, :8] - source).abs().max() <= 2 / 255 + 1e-6
+    assert main(*gen(files, "--loop", "--frames", 8, "--out", tmp_path / "loop")) == 0
+    assert not torch.equal(load_video(tmp_path / "loop", 8, 16, 16), kf)
+    assert main("generate", "--model", files / "base.safetensors", "--steps", 2, "--quiet", "--frames", 16,
+                "--prompt", "0: a red cat; 8: a cat", "--out", tmp_path / "travel") == 0
+    assert load_video(tmp_path / "travel", 16, 16, 16).shape[2] == 16
+
+
 def test_masks_follow_comfyui_convention_white_is_generated(files, tmp_path):
     """mask.png is white on the right half: inpaint keeps the left half of the clip (exactly, with known-pixel
     replacement) and generates the right; cinemagraph keeps the left half still and animates the right."""
@@ -201,6 +222,14 @@ def test_ssr_and_style(files, tmp_path):
     (("--strength", 0.5), "--strength: SDEdit needs --video"),
     (("--video", "{d}/input.gif", "--strength", 1.5), "strength: expected a value in (0, 1]"),
     (("--window", 4), "--window/--tile: only used with --ssr"),
+    (("--mode", "keyframes",), "--keyframe: required by --mode keyframes"),
+    (("--mode", "keyframes", "--keyframe", "first={d}/image.png"), "--keyframe: expected FRAME=PNG"),
+    (("--mode", "keyframes", "--keyframe", "0={d}/image.png", "--keyframe=-8={d}/image.png"),
+     "--keyframe: indices: expected 2 distinct frame numbers"),
+    (("--mode", "extend",), "--video: required by --mode extend"),
+    (("--mode", "extend", "--video", "{d}/input.gif", "--frames", 16, "--context", 8),
+     "--context: expected 1 to 7 known frames"),
+    (("--prompt", "0: a red cat; a cat"), "--prompt: expected 'FRAME: prompt' segments"),
     (("--ssr", "{d}/base.safetensors",), "--ssr: {d}/base.safetensors is not an SSR model"),
     (("--style", "{d}/ssr.safetensors",),
      "--style: {d}/ssr.safetensors: style weights: key 'conv_in.weight' has shape (16, 6, 3, 3)"),

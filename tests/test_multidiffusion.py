@@ -112,9 +112,9 @@ def test_spatial_tiles_bound_the_frame_size():
     md = MultiDiffusionDenoiser(probe, 4, 2, tile=8, tile_overlap=2)
     tiles = list(md.windows((1, 3, 10, 20, 20)))
     covered = torch.zeros(10, 20, 20)
-    for t0, t1, y0, y1, x0, x1, w in tiles:
-        covered[t0:t1, y0:y1, x0:x1] += 1
-        assert w.shape == (t1 - t0, y1 - y0, x1 - x0)
+    for frames, y0, y1, x0, x1, w in tiles:
+        covered[frames, y0:y1, x0:x1] += 1
+        assert w.shape == (len(frames), y1 - y0, x1 - x0)
     assert (covered >= 1).all()
     md(torch.randn(1, 3, 10, 20, 20), 1.0)
     assert probe.max_frames == 4 and probe.max_hw == (8, 8)

@@ -303,3 +303,90 @@ def test_text_width_mismatch_names_the_conditioning(n, loaded):
     with pytest.raises(ValueError, match=r"positive/negative: .* 768 wide, but this Lumiere model takes 32"):
         n.sampler.LumiereSampler.execute(loaded[0], wrong, wrong, latent, seed=0, steps=1, cfg=1.0,
                                          sampler_name="ddim", scheduler="normal", denoise=1.0)
+
+
+# ---- keyframes, extend, long videos, loops, prompt travel ------------------------------------------------------
+
+def test_conditioning_keyframes_and_extend(n, loaded):
+    images = frames_like(2)
+    C, M = cond_of(condition(n, loaded, "keyframes", image=images, indices="0, -1"))
+    assert M[0, 0, :, 0, 0].tolist() == [1, 0, 0, 0, 0, 0, 0, 1]
+    torch.testing.assert_close(C[0, :, 7], images[1].permute(2, 0, 1) * 2 - 1)
+    C, M = cond_of(condition(n, loaded, "extend", image=frames_like(3), frames=16))
+    assert C.shape[2] == 16 and M[0, 0, :, 0, 0].tolist() == [1] * 3 + [0] * 13
+    for kw, name in ((dict(indices="0, 3, 5"), "indices"), (dict(indices="first"), "indices")):
+        with pytest.raises(ValueError, match=name):
+            condition(n, loaded, "keyframes", image=images, **kw)
+    with pytest.raises(ValueError, match="clip"):
+        condition(n, loaded, "extend", image=frames_like(8), frames=8)
+
+
+def long_sample(n, loaded, latent, positive=None, **kw):
+    model, clip = loaded[:2]
+    args = dict(seed=0, steps=2, cfg=2.0, sampler_name="ddim", scheduler="normal", window=0, overlap=0,
+                fuse="ramped", loop=False)
+    args.update(kw)
+    positive = encode(clip, "a red circle") if positive is None else positive
+    return n.long_video.LumiereLongSampler.execute(model, positive, encode(clip, ""), latent, **args).args[0]
+
+
+def test_long_sampler_one_window_is_the_plain_sampler(n, loaded):
+    latent = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    torch.testing.assert_close(long_sample(n, loaded, latent)["samples"], sample(n, loaded, latent)["samples"],
+                               rtol=0, atol=0)
+
+
+def test_long_sampler_any_length_keeps_known_frames_and_loops(n, loaded):
+    clip_frames = frames_like(4)
+    positive, negative, latent = condition(n, loaded, "extend", image=clip_frames, frames=24).args
+    out = long_sample(n, loaded, latent, positive=positive, window=8, overlap=4)["samples"]
+    assert out.shape == (1, 3, 24, 16, 16) and torch.isfinite(out).all()
+    torch.testing.assert_close(out[0, :, :4], clip_frames.permute(3, 0, 1, 2) * 2 - 1)  # the clip, exactly
+    plain = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    looped = long_sample(n, loaded, plain, loop=True)["samples"]
+    assert torch.isfinite(looped).all() and not torch.equal(looped, long_sample(n, loaded, plain)["samples"])
+
+
+def test_windows_take_their_segment_and_fuse_as_the_library(n, pack):
+    """The core handler's windows, weights and prompt choice are the library's MultiDiffusion: a fake model call
+    returning each entry's constant gives the same clip as MultiDiffusionDenoiser with `choose`."""
+    from lumiere_pack_under_test.lumiere.multidiffusion import MultiDiffusionDenoiser
+    from lumiere_pack_under_test.lumiere.pipeline import segment_at
+    key = n.comfy_model.SEGMENT_KEY
+    conds = [[{key: 0, "value": 0.0}, {key: 12, "value": 1.0}, {"value": 10.0}], [{"value": 5.0}]]
+
+    def calc(model, sub_conds, x, timestep, options):
+        return [torch.full_like(x, sum(c["value"] for c in cs)) for cs in sub_conds]
+
+    x = torch.zeros(1, 3, 24, 2, 2)
+    for loop in (False, True):
+        handler = n.long_video.LumiereWindows(8, 4, "ramped", loop)
+        pos, neg = handler.execute(calc, None, conds, x, torch.tensor([1.0]), {"transformer_options": {}})
+        const = [lambda x, s, cond=None, v=v: torch.full_like(x, v) for v in (10.0, 11.0)]
+        schedule = [(0, "a"), (12, "b")]
+        ref = MultiDiffusionDenoiser(const[0], 8, 4, "ramped", loop=loop,
+                                     choose=lambda f: const[segment_at(schedule, f[(len(f) - 1) // 2])])(x, 1.0)
+        torch.testing.assert_close(pos, ref)
+        torch.testing.assert_close(neg, torch.full_like(x, 5.0))
+
+
+def test_prompt_schedule_node(n, loaded):
+    clip = loaded[1]
+    (cond,) = n.long_video.LumierePromptSchedule.execute(clip, "0: a red circle\n8: a blue circle").args
+    key = n.comfy_model.SEGMENT_KEY
+    assert [c[1][key] for c in cond] == [0, 8]
+    torch.testing.assert_close(cond[1][0], encode(clip, "a blue circle")[0][0])
+    latent = {"samples": torch.zeros(1, 3, 16, 16, 16)}
+    travel = long_sample(n, loaded, latent, positive=cond, window=8, overlap=4)["samples"]
+    single = long_sample(n, loaded, latent, window=8, overlap=4)["samples"]
+    assert not torch.equal(travel, single)
+    with pytest.raises(ValueError, match="Long Video Sampler"):
+        n.sampler.LumiereSampler.execute(loaded[0], cond, encode(clip, ""), latent, 0, 1, 1.0, "ddim", "normal", 1.0)
+    with pytest.raises(ValueError, match="prompt schedule"):
+        n.long_video.LumierePromptSchedule.execute(clip, "4: a red circle")
+
+
+@pytest.mark.parametrize("kw,name", [(dict(window=8, overlap=8), "overlap"), (dict(window=3), "window")])
+def test_long_sampler_errors_name_the_input(n, loaded, kw, name):
+    with pytest.raises(ValueError, match=name):
+        long_sample(n, loaded, {"samples": torch.zeros(1, 3, 16, 16, 16)}, **kw)

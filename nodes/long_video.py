@@ -1,0 +1,180 @@
+"""Long videos, seamless loops and prompt travel: the base STUNet over temporal MultiDiffusion windows.
+
+The windows and their fusion weights are the library's (`lumiere.multidiffusion.time_windows`, as
+`pipeline.generate_long`); here they run inside core sampling as a core context handler, so the latent's noise mask
+(known pixels), previews, the progress bar and Cancel (between windows) work as with the plain sampler. A prompt
+schedule is a core CONDITIONING whose entries carry the first frame of their segment: each window is denoised with
+the entries of the segment its centre frame falls in, and the overlaps blend neighbouring prompts.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.context_windows
+import comfy.model_management as mm
+import node_helpers
+from comfy_api.latest import io
+
+from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
+from ..lumiere.pipeline import parse_prompt_schedule, segment_at
+from .comfy_model import SEGMENT_KEY, check_video_shape, lumiere_config, take_frames
+from .sampler import run_sampler, sampling_inputs
+
+
+def schedule_of(conds: list[dict]) -> list[tuple[int, int]]:
+    """Sorted distinct segment starts of the entries that carry one, as (start, entry count)."""
+    starts = sorted({c[SEGMENT_KEY] for c in conds if SEGMENT_KEY in c})
+    return [(s, sum(1 for c in conds if c.get(SEGMENT_KEY) == s)) for s in starts]
+
+
+def entries_for_window(conds: list[dict] | None, frames: list[int]) -> list[dict] | None:
+    """The cond entries that apply to a window: those without a segment, and those of the segment its centre frame
+    falls in (`pipeline.segment_at`, the library's rule)."""
+    if conds is None:
+        return None
+    schedule = schedule_of(conds)
+    if not schedule:
+        return conds
+    centre = frames[(len(frames) - 1) // 2]
+    start = schedule[segment_at(schedule, centre)][0] if centre >= schedule[0][0] else schedule[0][0]
+    return [c for c in conds if c.get(SEGMENT_KEY, start) == start]
+
+
+class LumiereWindows(comfy.context_windows.ContextHandlerABC):
+    """Core context handler: every model call of a step runs window by window (`time_windows`), weighted and
+    fused; with `loop` the windows lie on a circle (the last frame flows into the first)."""
+
+    def __init__(self, window: int, overlap: int, fuse: str, loop: bool):
+        super().__init__()
+        self.window, self.overlap, self.fuse, self.loop = window, overlap, fuse, loop
+
+    def should_use_context(self, model, conds, x_in, timestep, model_options) -> bool:
+        return True
+
+    def get_resized_cond(self, cond_in, x_in, window, device=None) -> list | None:
+        return entries_for_window(cond_in, window.index_list)
+
+    def execute(self, calc_cond_batch, model, conds, x_in, timestep, model_options):
+        length = x_in.shape[2]
+        out = [torch.zeros_like(x_in) for _ in conds]
+        total = torch.zeros(length, device=x_in.device, dtype=x_in.dtype)
+        options = model_options["transformer_options"]
+        try:
+            for frames, weights in time_windows(length, self.window, self.overlap, self.fuse, self.loop):
+                mm.throw_exception_if_processing_interrupted()  # Cancel between windows
+                window = comfy.context_windows.IndexListContextWindow(frames, dim=2)
+                options["context_window"] = window  # LumiereModel slices the <C, M> channels with it
+                sub_conds = [self.get_resized_cond(c, x_in, window) for c in conds]
+                results = calc_cond_batch(model, sub_conds, take_frames(x_in, frames), timestep, model_options)
+                index = torch.tensor(frames, device=x_in.device)
+                w = weights.to(x_in.device, x_in.dtype)
+                for o, r in zip(out, results):
+                    o.index_add_(2, index, r * w.view(1, 1, -1, 1, 1))
+                total.index_add_(0, index, w)
+        finally:
+            options.pop("context_window", None)
+        return [o / total.view(1, 1, -1, 1, 1) for o in out]
+
+
+def window_inputs() -> list:
+    """window, overlap, fuse, loop (widget order is part of saved workflows: append, never reorder)."""
+    return [
+        io.Int.Input("window", default=0, min=0, max=4096,
+                     tooltip="Frames per window; 0 = the model's own frame count (what it was trained on)."),
+        io.Int.Input("overlap", default=0, min=0, max=4095,
+                     tooltip="Frames shared by consecutive windows (>= 2, < window); 0 = half the window."),
+        io.Combo.Input("fuse", options=list(FUSE_METHODS), default="ramped",
+                       tooltip="How overlapping windows are averaged: ramped (windows fade into each other, "
+                               "smoother prompt changes) or flat (equal weights)."),
+        io.Boolean.Input("loop", default=False,
+                         tooltip="A seamless loop: the windows lie on a circle, some wrapping from the last frames "
+                                 "to the first, so the last frame flows into the first. Works from one window's "
+                                 "length up."),
+    ]
+
+
+def resolve_windows(model, frames: int, window: int, overlap: int, loop: bool) -> tuple[int, int]:
+    """Window and overlap for a clip of `frames`, with errors that name the inputs."""
+    cfg = lumiere_config(model)
+    window = window or cfg.num_frames
+    if loop:
+        window = min(window, frames)
+    check_video_shape(model, (1, 3, window, cfg.resolution, cfg.resolution), "window")
+    overlap = overlap or window // 2
+    if window < frames or loop:
+        if not 2 <= overlap < window:
+            raise ValueError(f"overlap: expected 2 <= overlap < window ({window}), got {overlap}")
+    return window, overlap
+
+
+class LumiereLongSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumiereLongSampler",
+            display_name="Lumiere Long Video Sampler (windows, loop, prompt travel)",
+            category="Lumiere/sampling",
+            description="Samples a clip of any length with the base STUNet over overlapping temporal windows fused "
+                        "at every step (MultiDiffusion): memory is one window's whatever the length. A prompt "
+                        "schedule (Lumiere Prompt Schedule) changes the prompt over time; loop makes the last frame "
+                        "flow into the first. Progress and previews cover the whole clip; Cancel stops between "
+                        "windows.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Lumiere base MODEL from the Lumiere loader."),
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning: CLIP Text Encode, Lumiere Prompt "
+                                                          "Schedule, or Lumiere Conditioning (keyframes, extend)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (often the empty prompt)."),
+                io.Latent.Input("latent", tooltip="Video latent [B, 3, T, H, W] of any frame count (Lumiere Empty "
+                                                  "Video or Lumiere Conditioning)."),
+                *sampling_inputs(),
+                *window_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, window=0,
+                overlap=0, fuse="ramped", loop=False) -> io.NodeOutput:
+        frames = latent["samples"].shape[2]
+        check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        window, overlap = resolve_windows(model, frames, window, overlap, loop)
+        m = model.clone()
+        m.model_options["context_handler"] = LumiereWindows(window, overlap, fuse, loop)
+        samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative)
+        return io.NodeOutput({**latent, "samples": samples})
+
+
+class LumierePromptSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LumierePromptSchedule",
+            display_name="Lumiere Prompt Schedule (prompt travel)",
+            category="Lumiere/conditioning",
+            description="Encodes a prompt per segment of frames, \"0: a red circle moving right; 32: a red circle "
+                        "moving up\", into one CONDITIONING for the Lumiere Long Video Sampler: each window takes "
+                        "the prompt of the segment its centre frame falls in.",
+            inputs=[
+                io.Clip.Input("clip", tooltip="The text encoder (the Lumiere loader's CLIP, or a core one for "
+                                              "checkpoints trained on its embeddings)."),
+                io.String.Input("schedule", multiline=True,
+                                default="0: a red circle moving right; 32: a red circle moving up",
+                                tooltip="'FRAME: prompt' segments separated by ';' (or new lines); the first starts "
+                                        "at frame 0. A plain prompt is one segment."),
+            ],
+            outputs=[io.Conditioning.Output(display_name="conditioning")],
+        )
+
+    @classmethod
+    def execute(cls, clip, schedule) -> io.NodeOutput:
+        if clip is None:
+            raise ValueError("clip: expected a CLIP (text encoder), got none; the Lumiere loader outputs one")
+        segments = parse_prompt_schedule(schedule.replace("\n", ";"))
+        conditioning = []
+        for start, prompt in segments:
+            encoded = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+            conditioning += node_helpers.conditioning_set_values(encoded, {SEGMENT_KEY: start})
+        return io.NodeOutput(conditioning)
+
+
+NODES = [LumiereLongSampler, LumierePromptSchedule]
