@@ -12,6 +12,10 @@ never seen in training):
   continuation; inpainting / outpainting known-region PSNR; cinemagraph static-region PSNR;
 - SSR PSNR against the ground-truth high-resolution clip, next to bicubic up-sampling, over the start (denoise);
 - MultiDiffusion: the frame-difference spike at a window boundary, disjoint windows against fused windows;
+- frame-level tasks and long videos (`frames_section`): keyframe PSNR and the path between two keyframes,
+  the loop seam, the continuity of an extension, and at LONG_FRAMES frames MultiDiffusion windows against
+  repeated extension with a two-direction prompt schedule (boundary spike, jumps, drift, direction per segment),
+  and the peak memory of a long generation at two lengths;
 - initialization ablation: temporal-stage loss after N steps, identity (the paper) against He-initialized
   temporal resampling convs, same data and noise;
 - stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha, and colour / shape
@@ -39,7 +43,7 @@ from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_threads_arg, set_threads
 from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
-from .pipeline import SSR_DENOISE, generate, upscale
+from .pipeline import SSR_DENOISE, generate, generate_extended, generate_long, upscale
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
@@ -257,6 +261,9 @@ TARGETS: tuple[Figure, ...] = (
     Figure("stylized_shape_drop", "stylization.shape_drop_max", "<=", 0.10),
     Figure("style_monotonic", "stylization.monotonic", "==", True),
     Figure("md_spike", "multidiffusion.spike_ratio_multidiffusion", "<=", 1.2),
+    Figure("loop_seam_ratio", "frames.loop.seam_ratio_loop", "<=", 1.2),
+    Figure("long_md_spike", "frames.long.multidiffusion.boundary_spike", "<=", 1.2),
+    Figure("long_extension_spike", "frames.long.extension.boundary_spike", "<=", 1.2),
 )
 REFERENCES: tuple[Figure, ...] = (
     Figure("direction_acc_framewise", "text_to_video.framewise_t2i.direction_acc"),
@@ -278,6 +285,16 @@ REFERENCES: tuple[Figure, ...] = (
     Figure("bicubic_psnr", "ssr.psnr_bicubic"),
     Figure("disjoint_spike", "multidiffusion.spike_ratio_disjoint"),
     Figure("style_value", "stylization.value"),
+    Figure("keyframe_psnr", "frames.keyframes.model.keyframe_psnr"),
+    Figure("keyframe_psnr_replaced", "frames.keyframes.replaced.keyframe_psnr"),
+    Figure("keyframe_path_error_px", "frames.keyframes.replaced.path_error_px"),
+    Figure("loop_seam_ratio_plain", "frames.loop.seam_ratio_plain"),
+    Figure("extension_join_ratio", "frames.extension.join_ratio"),
+    Figure("long_md_segment_direction_acc", "frames.long.multidiffusion.segment_direction_acc"),
+    Figure("long_extension_segment_direction_acc", "frames.long.extension.segment_direction_acc"),
+    Figure("long_md_jump_rate", "frames.long.multidiffusion.jump_rate"),
+    Figure("long_extension_jump_rate", "frames.long.extension.jump_rate"),
+    Figure("long_peak_memory_mb", "frames.memory.peak_mb"),
 )
 
 
@@ -342,7 +359,8 @@ def run_batches(fn, items: list, batch: int) -> list:
 
 
 # clips per figure (full run / --quick)
-CONDITIONING_CLIPS, SSR_CLIPS, STYLE_CLIPS = 12, 8, 12
+CONDITIONING_CLIPS, SSR_CLIPS, STYLE_CLIPS, FRAME_TASK_CLIPS = 12, 8, 12, 8
+LONG_FRAMES, MEMORY_FRAMES = 64, (64, 256)
 SSR_DENOISE_SWEEP = (1.0, 0.7, 0.5, 0.3)
 STYLE_ALPHAS, STYLE_ACCURACY_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 0.75)
 
@@ -495,6 +513,89 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     return res, md
 
 
+def seam_ratio(video: torch.Tensor) -> float:
+    """The last -> first frame difference over the mean inner frame difference (1 = a seamless loop).  (3, t, h, w)"""
+    d = frame_diffs(video[None])
+    seam = float(((video[:, -1].float().clamp(-1, 1) - video[:, 0].float().clamp(-1, 1)).abs() / 2).mean())
+    return seam / float(d.mean())
+
+
+def boundary_spike(video: torch.Tensor, boundaries: list[int]) -> float:
+    """Mean frame difference at the given transitions (k: frame k -> k+1) over the mean elsewhere.  (b, 3, t, h, w)"""
+    d = frame_diffs(video)
+    inner = [d[k] for k in range(len(d)) if k not in boundaries]
+    return float(torch.stack([d[k] for k in boundaries]).mean() / torch.stack(inner).mean())
+
+
+def frames_section(run: EvalRun) -> dict:
+    """Keyframes (first + last known: interpolation), loops, extension, and long videos with prompt travel."""
+    from .bench import peak_bytes
+    from .multidiffusion import window_starts
+    n = 2 if run.quick else FRAME_TASK_CLIPS
+    g, prompts, specs, T = run.gt[:n], run.prompts[:n], run.specs[:n], run.frames
+    steps = run.steps
+    run.log(f"[eval] keyframes, loops, extension, long videos: {n} clips")
+    res = {"clips": n}
+    # keyframes: PSNR at the two keyframes, and the object's path against the ground truth's in between
+    C, M = cond_lib.keyframes(g[:, :, [0, T - 1]], [0, T - 1], T)
+    _, _, _, gx, gy = zip(*[object_pixels(v) for v in g])
+    res["keyframes"] = {}
+    for key, replace in (("model", False), ("replaced", True)):
+        v = run.gen_all(run.base, prompts, C=C, M=M, replace_known=replace)
+        errs = []
+        for i, x in enumerate(v):
+            _, _, area, cx, cy = object_pixels(x)
+            errs += [math.hypot(float(cx[k] - gx[i][k]), float(cy[k] - gy[i][k])) for k in range(T) if area[k] >= 3]
+        res["keyframes"][key] = {"keyframe_psnr": round(psnr(v[:, :, [0, T - 1]], g[:, :, [0, T - 1]]), 2),
+                                 "path_error_px": round(sum(errs) / max(1, len(errs)), 2),
+                                 "jump_rate": run.jump_rate(v)}
+    # loops: the seam with circular windows against a plain clip of the same prompt and seed
+    loops = torch.cat([generate_long(run.base, p, T, loop=True, steps=steps, cfg=run.cfg, seed=run.seed + i)
+                       for i, p in enumerate(prompts)])
+    plain = run.videos.get("stunet")
+    plain = plain[:n] if plain is not None else run.gen_all(run.base, prompts)
+    res["loop"] = {"seam_ratio_loop": round(sum(map(seam_ratio, loops)) / n, 3),
+                   "seam_ratio_plain": round(sum(map(seam_ratio, plain)) / n, 3),
+                   "seam_ratio_ground_truth": round(sum(map(seam_ratio, g)) / n, 3),
+                   "jump_rate_loop": run.jump_rate(loops),
+                   "direction_acc_loop": adherence([analyse(x) for x in loops], specs)["direction_acc"]}
+    # extension: the first half of the ground-truth clip continued by half a window; the join against the rest
+    k = T // 2
+    ext = torch.cat([generate_extended(run.base, p, T + k, clip=g[i:i + 1, :, :k], steps=steps, cfg=run.cfg,
+                                       seed=run.seed + i) for i, p in enumerate(prompts)])
+    res["extension"] = {"known_frames": k, "new_frames": T, "join_ratio": round(boundary_spike(ext, [k - 1]), 3),
+                        "jump_rate_new": run.jump_rate(ext[:, :, k:]),
+                        "direction_acc_new": adherence([analyse(x) for x in ext[:, :, k:]], specs)["direction_acc"]}
+    # long videos: two segments (the held-out direction, then its opposite), MultiDiffusion vs repeated extension
+    half, opposite = LONG_FRAMES // 2, {"left": "right", "right": "left", "up": "down", "down": "up"}
+    second = [dict(s, direction=opposite[s["direction"]]) for s in specs]
+    schedules = [f"0: {p}; {half}: {caption(**s2)}" for p, s2 in zip(prompts, second)]
+    md_bounds = sorted({b for s in window_starts(LONG_FRAMES, T, T // 2)[1:] for b in (s - 1, s + T // 2 - 1)})
+    ext_bounds = list(range(T - 1, LONG_FRAMES - 1, T - T // 2))
+    res["long"] = {"frames": LONG_FRAMES, "window": T, "schedule": "0: held-out prompt; "
+                   f"{half}: the same, opposite direction"}
+    for name, make, bounds in (
+            ("multidiffusion", lambda s, i: generate_long(run.base, s, LONG_FRAMES, steps=steps, cfg=run.cfg,
+                                                          seed=run.seed + i), md_bounds),
+            ("extension", lambda s, i: generate_extended(run.base, s, LONG_FRAMES, steps=steps, cfg=run.cfg,
+                                                         seed=run.seed + i), ext_bounds)):
+        v = torch.cat([make(s, i) for i, s in enumerate(schedules)])
+        seg = [analyse(x[:, :half], half)["direction"] == s["direction"] for x, s in zip(v, specs)] + \
+              [analyse(x[:, half:], half)["direction"] == s["direction"] for x, s in zip(v, second)]
+        a = [analyse(x, LONG_FRAMES) for x in v]
+        quarters = [adherence([analyse(x[:, j:j + LONG_FRAMES // 4]) for x in v], specs)["colour_acc"]
+                  for j in (0, LONG_FRAMES - LONG_FRAMES // 4)]
+        res["long"][name] = {"boundary_transitions": bounds, "boundary_spike": round(boundary_spike(v, bounds), 3),
+                             "jump_rate": run.jump_rate(v), "segment_direction_acc": round(sum(seg) / len(seg), 4),
+                             "size_cv": round(sum(x["size_cv"] for x in a) / n, 4),
+                             "colour_acc_first_last_quarter": quarters}
+    # memory: bounded by one window whatever the length (one step is enough to see the peak)
+    peaks = [peak_bytes(lambda f=f: generate_long(run.base, prompts[0], f, steps=1, cfg=run.cfg))
+             for f in MEMORY_FRAMES]
+    res["memory"] = {"frames": list(MEMORY_FRAMES), "peak_mb": [round(p / 2 ** 20, 1) for p in peaks]}
+    return res
+
+
 def stylization_section(run: EvalRun) -> dict:
     """The style statistic (warmth) against alpha, and colour / shape accuracy at STYLE_ACCURACY_ALPHAS (does the
     stylized model still draw what the prompt asks?). Alpha 0 is the base model bit for bit: its clips are the
@@ -542,17 +643,24 @@ def stylization_section(run: EvalRun) -> dict:
             "ground_truth": round(style_statistic(run.gt[:n]), 4)}
 
 
+SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "init_ablation")
+
+
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
-             log=print, per_combo: int = 2, bf16: bool = True) -> dict:
-    """All the figures, as a dict. Sampling runs under bf16 autocast by default (about 2x faster on CPU)."""
+             log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS) -> dict:
+    """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
+    faster on CPU)."""
+    unknown = [x for x in sections if x not in SECTIONS]
+    if unknown:
+        raise ValueError(f"sections: expected some of {SECTIONS}, got {unknown}")
     set_threads(threads)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo)
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections))
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
-def _evaluate(models, quick: bool, seed: int, log, per_combo: int) -> dict:
+def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set) -> dict:
     models = Path(models)
     t_start = time.time()
     base = load_model(models / BASE)
@@ -567,17 +675,25 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int) -> dict:
     res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
                        "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
                        "jump_max_speed_px": round(run.max_speed, 3), "jump_speed_factor": JUMP_SPEED_FACTOR}
-    res["text_to_video"] = text_to_video_section(run)
-    res["samples"] = [{"prompt": p, "stunet": {k: a[k] for k in ("colour", "shape", "direction")}}
-                      for p, a in zip(prompts, run.videos["stunet_analysis"])]
-    res["conditioning"] = conditioning_section(run)
-    if (models / SSR).exists():
-        res["ssr"], res["multidiffusion"] = ssr_section(run)
-    else:
-        res["ssr"] = {"missing": str(models / SSR)}
-    res["stylization"] = stylization_section(run) if (models / STYLE).exists() else {"missing": str(models / STYLE)}
-    log("[eval] init ablation")
-    res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
+    if "text_to_video" in sections:
+        res["text_to_video"] = text_to_video_section(run)
+        res["samples"] = [{"prompt": p, "stunet": {k: a[k] for k in ("colour", "shape", "direction")}}
+                          for p, a in zip(prompts, run.videos["stunet_analysis"])]
+    if "conditioning" in sections:
+        res["conditioning"] = conditioning_section(run)
+    if "ssr" in sections:
+        if (models / SSR).exists():
+            res["ssr"], res["multidiffusion"] = ssr_section(run)
+        else:
+            res["ssr"] = {"missing": str(models / SSR)}
+    if "stylization" in sections:
+        res["stylization"] = (stylization_section(run) if (models / STYLE).exists()
+                              else {"missing": str(models / STYLE)})
+    if "frames" in sections:
+        res["frames"] = frames_section(run)
+    if "init_ablation" in sections:
+        log("[eval] init ablation")
+        res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
     res["summary"], res["met"] = summarize(res)
     res["seconds"] = round(time.time() - t_start, 1)
     return res
@@ -617,14 +733,16 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fp32", action="store_true", help="sample in fp32 (default: bf16 autocast)")
     parser.add_argument("--per-combo", type=int, default=2, help="clips per held-out combo (12 combos)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="what to measure (default: all)")
     add_threads_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     return parser
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo, bf16=not args.fp32,
-                   log=(lambda m: print(m, file=sys.stderr, flush=True)))
+    res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
+                   bf16=not args.fp32, sections=args.sections, log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:
         Path(args.out).write_text(text)

@@ -30,6 +30,7 @@ INPUTS = WORKFLOWS / "inputs"
 # the shipped demo models (models/lumiere); tests substitute tiny random-weight models for these names
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
+LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion: the second keyframe
 # The pack copies the example inputs into ComfyUI's temp folder at start-up (it never writes to input/); core
 # LoadImage/LoadVideo read "name [temp]".
 IN_TEMP = " [temp]"
@@ -38,7 +39,8 @@ IN_TEMP = " [temp]"
 # ---- example inputs ---------------------------------------------------------------------------------------------
 
 def write_inputs() -> None:
-    """A still (a red circle), a 16-frame clip (a blue square moving down) and a centre mask, at 32x32."""
+    """A still (a red circle) and where it is 15 frames later, a 16-frame clip (a blue square moving down) and a
+    centre mask, at 32x32."""
     from PIL import Image
     import av
 
@@ -52,6 +54,7 @@ def write_inputs() -> None:
         return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
     Image.fromarray(to_uint8(still[0, :, 0])).save(INPUTS / STILL)
+    Image.fromarray(to_uint8(still[0, :, -1])).save(INPUTS / LAST)
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255  # white = the area to regenerate / animate
     Image.fromarray(mask).convert("RGB").save(INPUTS / MASK)
@@ -94,11 +97,18 @@ def conditioned(prompt: str, name: str, mode: str, image, mask=None, pads=(0, 0,
     g = base_graph(prompt, name, latent=["10", 2], positive=["10", 0], negative=["10", 1])
     cond = dict(positive=["2", 0], negative=["3", 0], mode=mode, frames=["1", 2], image=image,
                 pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3],
-                replace_known=True)  # the given pixels kept exactly
+                replace_known=True, indices="0, -1")  # the given pixels kept exactly
     if mask is not None:
         cond["mask"] = mask
     g["10"] = node("LumiereConditioning", **cond)
     g.update(extra or {})
+    return g
+
+
+def long_video(g: dict, window: int = 0, overlap: int = 0, loop: bool = False) -> dict:
+    """The graph with its sampler (node 5) swapped for the Lumiere Long Video Sampler."""
+    inputs = {k: v for k, v in g["5"]["inputs"].items() if k != "denoise"}
+    g["5"] = node("LumiereLongSampler", **inputs, window=window, overlap=overlap, fuse="ramped", loop=loop)
     return g
 
 
@@ -128,6 +138,28 @@ def graphs() -> dict[str, dict]:
     v2v.update(video_input())
     v2v["16"] = node("LumiereFramesToLatent", frames=["21", 0])
     small = {"23": node("ImageScale", image=["21", 0], upscale_method="area", width=16, height=16, crop="disabled")}
+    keyframes = {**still,
+                 "24": node("LoadImage", "Last frame", image=LAST + IN_TEMP),
+                 "25": node("ImageScale", image=["24", 0], upscale_method="bilinear", width=["1", 3],
+                            height=["1", 4], crop="center"),
+                 "26": node("ImageBatch", "Keyframes (first, last)", image1=["21", 0], image2=["25", 0])}
+    interpolate = conditioned("a red circle moving right on gray", "interpolate", "keyframes", ["26", 0],
+                              extra=keyframes)
+    loop = long_video(base_graph("a yellow circle moving right on black", "loop"), loop=True)
+    loop["4"]["inputs"]["frames"] = 32
+    first_frames = {**video_input(), "27": node("ImageFromBatch", "The clip's first 8 frames", image=["21", 0],
+                                                batch_index=0, length=8)}
+    extend = long_video(conditioned("a blue square moving down on black", "extend", "extend", ["27", 0],
+                                    extra=first_frames))
+    extend["10"]["inputs"]["frames"] = 32
+    # right, then back left, then right again: the circle stays on the 32 px canvas (one direction for 48 frames
+    # would carry it out of the frame)
+    travel = long_video(base_graph("", "long_video_prompt_travel", positive=["9", 0], seed=1))
+    travel["9"] = node("LumierePromptSchedule", "Prompt schedule", clip=["1", 1],
+                       schedule="0: a red circle moving right on gray; 16: a red circle moving left on gray; "
+                                "32: a red circle moving right on gray")
+    del travel["2"]
+    travel["4"]["inputs"]["frames"] = 48
     return {
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,
@@ -142,6 +174,10 @@ def graphs() -> dict[str, dict]:
                                    mask=["22", 0], extra={"20": still["20"], **mask}),
         "stylized": stylized,
         "video_to_video": v2v,
+        "interpolate": interpolate,
+        "loop": loop,
+        "extend": extend,
+        "long_video_prompt_travel": travel,
     }
 
 

@@ -1,7 +1,9 @@
 """Run every bundled workflow on a headless ComfyUI and write an animated GIF of each output to docs/images/
 (the pictures in the README). Needs the shipped demo models in models/lumiere.
 
-    scripts/setup_comfy.sh && .comfy/venv/bin/python scripts/render_workflow_previews.py
+    scripts/setup_comfy.sh && .comfy/venv/bin/python scripts/render_workflow_previews.py [NAME ...]
+
+NAME: only these workflows (file stems); default all.
 """
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with ComfyServer() as server:
         info = server.object_info()
+        names = set(sys.argv[1:])
         for path in sorted((ROOT / "workflows").glob("*.json")):
+            if names and path.stem not in names:
+                continue
             prompt = workflow_to_api(json.loads(path.read_text()), info)
             create = next(n for n in prompt.values() if n["class_type"] == "CreateVideo")
             fps = 8.0

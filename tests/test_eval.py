@@ -72,6 +72,14 @@ def test_eval_quick_json(tiny_models, capsys):
     i2v = res["conditioning"]["image_to_video"]
     assert i2v["replaced"]["frame0_psnr"] == 100.0 and {"direction_acc", "jump_rate"} <= set(i2v["model"])
     assert res["summary"]["i2v_frame0_psnr_replaced"] == 100.0
+    fr = res["frames"]  # keyframes exact with replacement; loop, extension and long-video figures present
+    assert fr["keyframes"]["replaced"]["keyframe_psnr"] == 100.0 and fr["keyframes"]["model"]["keyframe_psnr"] < 100
+    assert fr["loop"]["seam_ratio_loop"] > 0 and fr["extension"]["join_ratio"] > 0
+    assert {"multidiffusion", "extension"} <= set(fr["long"])
+    assert all(0 <= fr["long"][m]["segment_direction_acc"] <= 1 for m in ("multidiffusion", "extension"))
+    small, large = fr["memory"]["peak_mb"]
+    assert large < 2 * small  # 4x the frames, not 4x the memory
+    assert "loop_seam_ratio" in res["met"] and "long_md_spike" in res["summary"]
     st = res["stylization"]
     assert set(st["accuracy"]) == {"0.0", "0.5", "0.75"} and "colour_drop_max" in st
     # summary / met come from the one table: every target is there (all sections ran)

@@ -20,7 +20,7 @@ from ws import WsListener
 NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSSRUpscale", "LumiereStylize",
             "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
-           "stylized", "video_to_video"]
+           "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel"]
 
 
 def model_file(server, name: str):
@@ -38,6 +38,9 @@ def expected_shape(server, workflow: str) -> tuple[int, int, int]:
         return 16, 32, 32  # the example clip (outpainting: 16x16 + 8 px on each side)
     if workflow == "cinemagraph":
         return base.num_frames, 32, 32  # the example still and mask
+    if workflow in ("loop", "extend", "long_video_prompt_travel"):  # frame counts set in the workflow
+        return {"loop": 32, "extend": 32, "long_video_prompt_travel": 48}[workflow], *(
+            (32, 32) if workflow == "extend" else (base.resolution, base.resolution))
     r = base.resolution * (2 if workflow == "text_to_video_ssr" else 1)
     return base.num_frames, r, r
 
@@ -69,7 +72,7 @@ def with_prefix(prompt: dict, prefix: str) -> dict:
 
 
 def sampler_id(prompt: dict) -> str:
-    return next(k for k, n in prompt.items() if n["class_type"] == "LumiereSampler")
+    return next(k for k, n in prompt.items() if n["class_type"] in ("LumiereSampler", "LumiereLongSampler"))
 
 
 # ---- registration ------------------------------------------------------------------------------------------------
