@@ -48,7 +48,9 @@ class LumiereSSRUpscale(io.ComfyNode):
                 io.Conditioning.Input("positive", tooltip="Prompt conditioning (CLIP Text Encode with the SSR "
                                                           "model's CLIP)."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning (often the empty prompt)."),
-                io.Image.Input("frames", tooltip="The low-resolution clip as IMAGE frames [T, H, W, 3]."),
+                io.Image.Input("frames", optional=True,
+                               tooltip="The low-resolution clip as IMAGE frames [T, H, W, 3] (one video: an IMAGE "
+                                       "batch is one clip). For several videos at once, connect latent instead."),
                 io.Int.Input("scale", default=2, min=1, max=16,
                              tooltip="Output size / input size; the SSR model was trained for one scale (its "
                                      "config), others work less well."),
@@ -65,13 +67,19 @@ class LumiereSSRUpscale(io.ComfyNode):
                                        "below 1 from the bilinearly up-sampled clip noised to an intermediate "
                                        "level, so the output stays closer to the input (SDEdit). The default "
                                        "scored best against true high-res clips with the demo SSR."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Instead of frames: a Lumiere video latent [B, 3, T, H, W] (e.g. the "
+                                        "sampler's), whose B videos are upscaled apart (windows never straddle "
+                                        "two videos)."),
             ],
-            outputs=[io.Image.Output(display_name="frames")],
+            outputs=[io.Image.Output(display_name="frames",
+                                     tooltip="The upscaled frames; several videos one after another."),
+                     io.Latent.Output(display_name="latent", tooltip="The upscaled videos [B, 3, T, H, W].")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, frames, scale, window, overlap, fuse, seed, steps, cfg,
-                sampler_name, scheduler, denoise=SSR_DENOISE) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, scale, window, overlap, fuse, seed, steps, cfg, sampler_name,
+                scheduler, frames=None, denoise=SSR_DENOISE, latent=None) -> io.NodeOutput:
         config = lumiere_config(model)
         if config.conditioning != "lowres":
             raise ValueError(f"model: expected an SSR checkpoint (conditioning 'lowres'), got a {config.role!r} "
@@ -79,7 +87,16 @@ class LumiereSSRUpscale(io.ComfyNode):
         if scale != config.scale:
             logging.warning("Lumiere SSR: scale %d differs from the %d the model was trained for", scale,
                             config.scale)
-        lowres = upsample_video(frames_to_video(frames), scale).to(mm.intermediate_device())  # (1, 3, T, H, W)
+        if (frames is None) == (latent is None):
+            raise ValueError("frames/latent: expected exactly one of them (IMAGE frames of one clip, or a video "
+                             f"latent), got {'both' if frames is not None else 'neither'}")
+        if latent is not None:
+            video = latent["samples"]
+            if video.ndim != 5 or video.shape[1] != 3:
+                raise ValueError(f"latent: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
+        else:
+            video = frames_to_video(frames)
+        lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)
         t = lowres.shape[2]
         window_starts(t, window, overlap)  # ValueError names overlap / window
         check_video_shape(model, (1, 3, min(window, t), *lowres.shape[3:]), "window")
@@ -93,7 +110,8 @@ class LumiereSSRUpscale(io.ComfyNode):
         # schedule, the library round(steps * denoise) of them); at 1 from pure noise, as the library
         latent = {"samples": lowres.clone() if denoise < 1.0 else torch.zeros_like(lowres)}
         samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise)
-        return io.NodeOutput(video_to_frames(samples.clamp(-1, 1)))
+        samples = samples.clamp(-1, 1)
+        return io.NodeOutput(video_to_frames(samples), {"samples": samples})
 
 
 NODES = [LumiereSSRUpscale]

@@ -226,10 +226,26 @@ def test_conditioning_frames_mismatch_is_caught_by_the_model(n, loaded):
 
 # ---- SSR ------------------------------------------------------------------------------------------------------
 
-def ssr(n, frames, window=4, overlap=2, fuse="ramped", name="tiny_ssr.safetensors", scale=2):
+def ssr(n, frames=None, window=4, overlap=2, fuse="ramped", name="tiny_ssr.safetensors", scale=2, latent=None,
+        output=0):
     model, clip = n.loader.LumiereLoader.execute(name).args[:2]
-    return n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), frames, scale, window,
-                                           overlap, fuse, 0, 2, 1.0, "ddim", "normal").args[0]
+    return n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), scale=scale, window=window,
+                                           overlap=overlap, fuse=fuse, seed=0, steps=2, cfg=1.0, sampler_name="ddim",
+                                           scheduler="normal", frames=frames, latent=latent).args[output]
+
+
+def test_ssr_keeps_the_videos_of_a_latent_apart(n):
+    """Two videos in one latent are upscaled apart: the second's result does not depend on the first (its windows
+    never straddle the two), unlike the same frames merged into one IMAGE batch."""
+    a, b, c = (frames_like(8, 8, 8, seed=s).permute(3, 0, 1, 2)[None] * 2 - 1 for s in (1, 2, 3))
+    ab = ssr(n, latent={"samples": torch.cat([a, b])}, output=1)["samples"]
+    cb = ssr(n, latent={"samples": torch.cat([c, b])}, output=1)["samples"]
+    assert ab.shape == (2, 3, 8, 16, 16)
+    torch.testing.assert_close(ab[1], cb[1], rtol=1e-4, atol=1e-4)
+    merged = ssr(n, frames=torch.cat([(v[0].permute(1, 2, 3, 0) + 1) / 2 for v in (a, b)]))
+    assert merged.shape == (16, 16, 16, 3)
+    with pytest.raises(ValueError, match="frames/latent"):
+        ssr(n)
 
 
 def test_ssr_upscales_over_windows(n):

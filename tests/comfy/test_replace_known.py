@@ -122,8 +122,9 @@ def test_core_ksampler_honours_the_noise_mask(pack, n, loaded):
 
 def ssr(n, frames, denoise, steps=4):
     model, clip = n.loader.LumiereLoader.execute("tiny_ssr.safetensors").args[:2]
-    return n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), frames, 2, 4, 2, "ramped",
-                                           0, steps, 1.0, "ddim", "normal", denoise=denoise).args[0]
+    return n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), scale=2, window=4, overlap=2,
+                                           fuse="ramped", seed=0, steps=steps, cfg=1.0, sampler_name="ddim",
+                                           scheduler="normal", frames=frames, denoise=denoise).args[0]
 
 
 def test_ssr_denoise_starts_from_the_upsampled_clip(n):
