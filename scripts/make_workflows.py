@@ -138,6 +138,10 @@ def graphs() -> dict[str, dict]:
     v2v.update(video_input())
     v2v["16"] = node("LumiereFramesToLatent", frames=["21", 0])
     small = {"23": node("ImageScale", image=["21", 0], upscale_method="area", width=16, height=16, crop="disabled")}
+    inpainting = conditioned("a blue square moving down on black", "inpainting", "inpaint", ["21", 0],
+                             mask=["22", 0], extra={**video_input(), **mask})
+    outpainting = conditioned("a blue square moving down on black", "outpainting", "outpaint", ["23", 0],
+                              pads=(8, 8, 8, 8), extra={**video_input(), **small})
     keyframes = {**still,
                  "24": node("LoadImage", "Last frame", image=LAST + IN_TEMP),
                  "25": node("ImageScale", image=["24", 0], upscale_method="bilinear", width=["1", 3],
@@ -160,15 +164,18 @@ def graphs() -> dict[str, dict]:
                                 "32: a red circle moving right on gray")
     del travel["2"]
     travel["4"]["inputs"]["frames"] = 48
+    # a video in, a video out at the input's frame rate, with its audio (when the frames map one to one)
+    for g, audio in ((v2v, True), (inpainting, True), (outpainting, True), (extend, False)):
+        g["7"]["inputs"]["fps"] = ["21", 2]
+        if audio:
+            g["7"]["inputs"]["audio"] = ["21", 1]
     return {
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,
         "image_to_video": conditioned("a red circle moving right on gray", "image_to_video", "image_to_video",
                                       ["21", 0], extra=still),
-        "inpainting": conditioned("a blue square moving down on black", "inpainting", "inpaint", ["21", 0],
-                                  mask=["22", 0], extra={**video_input(), **mask}),
-        "outpainting": conditioned("a blue square moving down on black", "outpainting", "outpaint", ["23", 0],
-                                   pads=(8, 8, 8, 8), extra={**video_input(), **small}),
+        "inpainting": inpainting,
+        "outpainting": outpainting,
         # no resize here: the mask must keep matching the image
         "cinemagraph": conditioned("a red circle moving right on gray", "cinemagraph", "cinemagraph", ["20", 0],
                                    mask=["22", 0], extra={"20": still["20"], **mask}),
