@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 import comfy.model_management as mm
+import comfy.utils
 import node_helpers
 from comfy_api.latest import io
 
@@ -75,6 +76,28 @@ def known_pixels(mode, image, mask, C, M) -> tuple[torch.Tensor, torch.Tensor]:
     return C, M
 
 
+def fit_inputs(image, mask, mode: str, frames: int, width: int, height: int):
+    """The user's media fitted to what will be sampled: resized to width x height (0 = keep; centre-cropped to the
+    aspect, as core Image Scale) and, for the video modes (inpaint/outpaint/direct), cut to the first `frames`
+    frames, so a long high-resolution clip is not sampled whole by a small model."""
+    if mode in ("inpaint", "outpaint", "direct"):
+        image = None if image is None else image[:frames]
+        if mask is not None and mask.ndim == 3 and mask.shape[0] > 1:
+            mask = mask[:frames]
+    if width or height:
+        if not (width and height):
+            raise ValueError(f"width/height: expected both set (or both 0 to keep the image's size), got "
+                             f"{width}x{height}")
+        if image is not None and tuple(image.shape[1:3]) != (height, width):
+            image = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "bilinear",
+                                               "center").movedim(1, -1)
+        if mask is not None and tuple(mask.shape[-2:]) != (height, width):
+            m = mask[None] if mask.ndim == 2 else mask
+            m = comfy.utils.common_upscale(m[:, None].float(), width, height, "bilinear", "center")[:, 0]
+            mask = m[0] if mask.ndim == 2 else m
+    return image, mask
+
+
 def pad_input(name: str, side: str) -> io.Int.Input:
     return io.Int.Input(name, default=0, min=0, max=4096, step=4,
                         tooltip=f"outpaint only: pixels added on the {side}.")
@@ -104,8 +127,8 @@ class LumiereConditioning(io.ComfyNode):
                 io.Int.Input("frames", default=16, min=1, max=4096,
                              tooltip="image_to_video/cinemagraph/keyframes/extend: frames of the output (a "
                                      "multiple of the model's frame multiple; beyond the model's own frame count, "
-                                     "sample with the Lumiere Long Video Sampler). Other modes take the frame "
-                                     "count of the image batch."),
+                                     "sample with the Lumiere Long Video Sampler). inpaint/outpaint/direct: at "
+                                     "most this many frames of the video are used (its first ones)."),
                 io.Image.Input("image", optional=True,
                                tooltip="A still (first image of the batch) for image_to_video/cinemagraph, the "
                                        "keyframes (one per index) for keyframes, the clip to continue for extend, "
@@ -127,6 +150,11 @@ class LumiereConditioning(io.ComfyNode):
                 io.String.Input("indices", default="0, -1", optional=True,
                                 tooltip="keyframes only: the frame of each image of the batch, in order, separated "
                                         "by commas; negative counts from the end (0, -1 = first and last)."),
+                io.Int.Input("width", default=0, min=0, max=4096, step=8, optional=True,
+                             tooltip="Resize the image(s) and mask to this width first (centre crop to the aspect, "
+                                     "as core Image Scale); 0 = keep. Connect the loader's width to fit the model."),
+                io.Int.Input("height", default=0, min=0, max=4096, step=8, optional=True,
+                             tooltip="Resize to this height first; 0 = keep. Connect the loader's height."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive"),
@@ -139,7 +167,8 @@ class LumiereConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
-                pad_bottom=0, replace_known=True, indices="0, -1") -> io.NodeOutput:
+                pad_bottom=0, replace_known=True, indices="0, -1", width=0, height=0) -> io.NodeOutput:
+        image, mask = fit_inputs(image, mask, mode, frames, width, height)
         C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom), indices)
         cond = torch.cat([C * M, M], dim=1).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})

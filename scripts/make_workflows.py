@@ -97,7 +97,7 @@ def conditioned(prompt: str, name: str, mode: str, image, mask=None, pads=(0, 0,
     g = base_graph(prompt, name, latent=["10", 2], positive=["10", 0], negative=["10", 1])
     cond = dict(positive=["2", 0], negative=["3", 0], mode=mode, frames=["1", 2], image=image,
                 pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3],
-                replace_known=True, indices="0, -1")  # the given pixels kept exactly
+                replace_known=True, indices="0, -1", width=0, height=0)  # the given pixels kept exactly
     if mask is not None:
         cond["mask"] = mask
     g["10"] = node("LumiereConditioning", **cond)

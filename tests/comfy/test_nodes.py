@@ -406,3 +406,16 @@ def test_prompt_schedule_node(n, loaded):
 def test_long_sampler_errors_name_the_input(n, loaded, kw, name):
     with pytest.raises(ValueError, match=name):
         long_sample(n, loaded, {"samples": torch.zeros(1, 3, 16, 16, 16)}, **kw)
+
+
+def test_conditioning_fits_a_users_media_to_the_model(n, loaded):
+    """A large, long clip and its mask are resized to width x height and cut to `frames`."""
+    video, mask = frames_like(40, 48, 64), torch.zeros(40, 48, 64)
+    mask[:, 12:36, 16:48] = 1
+    C, M = cond_of(condition(n, loaded, "inpaint", image=video, mask=mask, frames=8, width=16, height=16))
+    assert C.shape == (1, 3, 8, 16, 16) and M.shape == (1, 1, 8, 16, 16)
+    assert M[0, 0, :, 8, 8].max() == 0 and M[0, 0, :, 0, 0].min() == 1
+    C, _ = cond_of(condition(n, loaded, "image_to_video", image=frames_like(1, 40, 80), width=16, height=16))
+    assert C.shape == (1, 3, 8, 16, 16)
+    with pytest.raises(ValueError, match="width/height"):
+        condition(n, loaded, "image_to_video", image=frames_like(1), width=16, height=0)
