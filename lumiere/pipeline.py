@@ -58,6 +58,11 @@ def upsample_video(video: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(video, size=(t, h * scale, w * scale), mode="trilinear", align_corners=False)
 
 
+def check_replace_known(replace_known: bool, C, M) -> None:
+    if replace_known and (C is None or M is None):
+        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
+
+
 def model_device(bundle: LumiereBundle) -> torch.device:
     """Where the network's weights are: every tensor of a sampling run is made there."""
     return next(bundle.model.parameters()).device
@@ -97,8 +102,7 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
     Returns (b, 3, t, h, w) in -1..1. All frames are denoised together in one pass.
     """
     cfgm = bundle.config
-    if replace_known and (C is None or M is None):
-        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
+    check_replace_known(replace_known, C, M)
     ctx, uctx = encode_text(bundle, prompt, negative, context, uncond_context)
     b = ctx.shape[0]
     if init_video is not None:
@@ -215,8 +219,7 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     net = video_net(bundle.model)
     if isinstance(net, STUNet):
         net.check_num_frames(min(window, num_frames))
-    if replace_known and (C is None or M is None):
-        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
+    check_replace_known(replace_known, C, M)
     device = model_device(bundle)
     C, M = (None if v is None else v.to(device) for v in (C, M))
     cond = jcm_cond(bundle, C, M, (1, num_frames, h, w), device)

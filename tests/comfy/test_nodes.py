@@ -419,3 +419,23 @@ def test_conditioning_fits_a_users_media_to_the_model(n, loaded):
     assert C.shape == (1, 3, 8, 16, 16)
     with pytest.raises(ValueError, match="width/height"):
         condition(n, loaded, "image_to_video", image=frames_like(1), width=16, height=0)
+
+
+def test_cancel_stops_the_long_sampler_between_windows(n):
+    """Cancel (ComfyUI's interrupt) raises before the next window: no further model calls."""
+    import comfy.model_management as mm
+    calls = []
+
+    def calc(model, sub_conds, x, timestep, options):
+        calls.append(x.shape[2])
+        mm.interrupt_current_processing(True)  # the user presses Cancel during the first window
+        return [torch.zeros_like(x) for _ in sub_conds]
+
+    handler = n.long_video.LumiereWindows(8, 4, "ramped", False)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            handler.execute(calc, None, [[{}], [{}]], torch.zeros(1, 3, 32, 2, 2), torch.tensor([1.0]),
+                            {"transformer_options": {}})
+    finally:
+        mm.interrupt_current_processing(False)
+    assert calls == [8]  # 7 windows cover the clip; only the first ran
