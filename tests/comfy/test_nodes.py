@@ -439,3 +439,38 @@ def test_cancel_stops_the_long_sampler_between_windows(n):
     finally:
         mm.interrupt_current_processing(False)
     assert calls == [8]  # 7 windows cover the clip; only the first ran
+
+
+# ---- one proven sampling path: the library and the nodes give the same clip ------------------------------------
+
+def test_library_and_node_sampling_agree(pack, n, loaded):
+    """Library `generate` (ddim, uniform in t) and the Lumiere Sampler node (core ddim, normal) draw the same noise
+    and step the same ODE: the same clip up to float error (the library clamps its output to -1..1, the sampler's
+    latent is clamped where it becomes frames), for text-to-video and with <C, M>; the SSR node and library
+    `upscale` over MultiDiffusion windows too."""
+    from lumiere_pack_under_test.lumiere import conditioning
+    from lumiere_pack_under_test.lumiere.pipeline import generate, upscale
+    bundle = pack.lumiere.load_model(pack.models_dir / "tiny_base.safetensors")
+    kw = dict(steps=4, cfg=2.0, seed=3)
+    lib = generate(bundle, "a red circle", num_frames=8, sampler="ddim", scheduler="uniform", **kw)
+    node = sample(n, loaded, {"samples": torch.zeros(1, 3, 8, 16, 16)}, **kw)["samples"].clamp(-1, 1)
+    torch.testing.assert_close(node, lib, rtol=0, atol=2e-3)  # measured: 5e-5
+
+    image = frames_like(1)
+    positive, negative, latent = condition(n, loaded, "image_to_video", image=image, replace_known=False).args
+    node = n.sampler.LumiereSampler.execute(loaded[0], positive, negative, latent, 3, 4, 2.0, "ddim", "normal",
+                                            1.0).args[0]["samples"].clamp(-1, 1)
+    # the node's positive was encoded from "x" (see `condition`)
+    C, M = conditioning.image_to_video(image[0].permute(2, 0, 1)[None] * 2 - 1, 8)
+    lib = generate(bundle, "x", num_frames=8, C=C, M=M, sampler="ddim", scheduler="uniform", **kw)
+    torch.testing.assert_close(node, lib, rtol=0, atol=2e-3)
+
+    ssr_bundle = pack.lumiere.load_model(pack.models_dir / "tiny_ssr.safetensors")
+    low = frames_like(10, 8, 8)
+    ssr_model, ssr_clip = n.loader.LumiereLoader.execute("tiny_ssr.safetensors").args[:2]
+    node = n.ssr.LumiereSSRUpscale.execute(ssr_model, encode(ssr_clip, "x"), encode(ssr_clip, ""), scale=2, window=4,
+                                           overlap=2, fuse="ramped", seed=3, steps=4, cfg=1.0, sampler_name="ddim",
+                                           scheduler="normal", frames=low, denoise=1.0).args[1]["samples"]
+    lib = upscale(ssr_bundle, low.permute(3, 0, 1, 2)[None] * 2 - 1, "x", window=4, overlap=2, fuse="ramped",
+                  steps=4, cfg=1.0, seed=3, denoise=1.0)
+    torch.testing.assert_close(node, lib, rtol=0, atol=2e-3)
