@@ -1,33 +1,26 @@
-"""The STUNet sampler: core sampling over the whole clip at once, with whole-clip previews and Cancel."""
+"""The STUNet sampler: core sampling over the whole clip at once, with core previews (every frame) and Cancel."""
 from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.sample
 import comfy.sampler_helpers
 import comfy.samplers
-import comfy.utils
-from comfy.cli_args import args
+import latent_preview
 from comfy_api.latest import io
-from PIL import Image
 
 from ..lumiere.diffusion.known import composite_known
-from .comfy_model import SEGMENT_KEY, check_video_shape, clip_mosaic
+from .comfy_model import SEGMENT_KEY, check_video_shape
 
 
-def preview_image(x0) -> Image.Image:
-    """The whole clip (first video) as one grid image, -1..1 -> 0..255."""
-    grid = clip_mosaic(x0.float())[0]  # (3, H, W)
-    pixels = ((grid + 1) * 127.5).clamp(0, 255).byte().movedim(0, -1).cpu().numpy()
-    return Image.fromarray(pixels)
-
-
-def clip_preview_callback(steps: int):
-    """Core progress bar + a preview of every frame at each step, whatever the server's --preview-method."""
-    pbar = comfy.utils.ProgressBar(steps)
+def sampling_callback(model, steps: int):
+    """Core's sampling callback (progress bar + previews as the user's --preview-method says: Latent2RGB on the
+    pixel latent shows every frame in one grid, through the latent format's reshape), with Cancel checked at
+    every step."""
+    core = latent_preview.prepare_callback(model, steps)
 
     def callback(step, x0, x, total_steps):
         mm.throw_exception_if_processing_interrupted()
-        pbar.update_absolute(step + 1, total_steps, ("JPEG", preview_image(x0), args.preview_size))
+        core(step, x0, x, total_steps)
 
     return callback
 
@@ -42,7 +35,7 @@ def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, 
     noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
     out = comfy.sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
                               denoise=denoise, noise_mask=noise_mask,
-                              callback=clip_preview_callback(steps), disable_pbar=True, seed=seed)
+                              callback=sampling_callback(model, steps), disable_pbar=True, seed=seed)
     out = out.to(mm.intermediate_device())
     if noise_mask is not None:  # the mask as core sampling reshapes it: (B, C, T, H, W)
         generate = comfy.sampler_helpers.prepare_mask(noise_mask, out.shape, out.device)

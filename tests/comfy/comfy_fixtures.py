@@ -21,11 +21,12 @@ _server: ComfyServer | None = None
 
 
 def shared_server() -> ComfyServer:
-    """Started on first use, stopped when the test process exits. Previews are off (--preview-method none): the
-    pack's own previews must still arrive. Tiny models are written into <base>/models/lumiere."""
+    """Started on first use, stopped when the test process exits, with core Latent2RGB previews
+    (--preview-method latent2rgb; the pack follows the user's setting). Tiny models are written into
+    <base>/models/lumiere."""
     global _server
     if _server is None:
-        server = ComfyServer(extra_args=("--preview-method", "none"), log_path=COMFY_DIR / "test-server.log")
+        server = ComfyServer(extra_args=("--preview-method", "latent2rgb"), log_path=COMFY_DIR / "test-server.log")
         server.link_pack()
         make_tiny_models(server.base_dir / "models" / "lumiere")
         server.start()

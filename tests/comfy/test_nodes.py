@@ -474,3 +474,27 @@ def test_library_and_node_sampling_agree(pack, n, loaded):
     lib = upscale(ssr_bundle, low.permute(3, 0, 1, 2)[None] * 2 - 1, "x", window=4, overlap=2, fuse="ramped",
                   steps=4, cfg=1.0, seed=3, denoise=1.0)
     torch.testing.assert_close(node, lib, rtol=0, atol=2e-3)
+
+
+def test_previews_follow_the_users_preview_method(n, loaded):
+    """The sampler's previews are core's: none with --preview-method none, else one per step showing every frame
+    in one grid (Latent2RGB through the latent format's mosaic)."""
+    import comfy.utils
+    from comfy.cli_args import LatentPreviewMethod, args
+    seen = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: seen.append(preview))
+    before = args.preview_method
+    try:
+        for method in (LatentPreviewMethod.NoPreviews, LatentPreviewMethod.Latent2RGB):
+            args.preview_method = method
+            seen.clear()
+            sample(n, loaded, {"samples": torch.zeros(1, 3, 8, 16, 16)}, steps=3)
+            assert len(seen) == 3
+            if method == LatentPreviewMethod.NoPreviews:
+                assert all(p is None for p in seen)
+            else:
+                kind, image, _ = seen[-1]
+                assert kind == "JPEG" and image.size == (3 * 16, 3 * 16)  # 8 frames in a 3 x 3 grid
+    finally:
+        args.preview_method = before
+        comfy.utils.set_progress_bar_global_hook(None)

@@ -296,8 +296,8 @@ def long_run(api_workflows, steps: int, prefix: str, frames: int | None = None) 
 
 
 def test_progress_and_whole_clip_previews(comfy_server, api_workflows):
-    """Previews arrive with --preview-method none, one per step, each a grid of every frame (3 x the frame
-    multiple: a non-square grid, so a single frame cannot pass for it)."""
+    """Core previews (the server runs --preview-method latent2rgb) arrive one per step, each a grid of every frame
+    (3 x the frame multiple: a non-square grid, so a single frame cannot pass for it)."""
     base = read_config(model_file(comfy_server, model_substitutes()["lumiere_demo_base.safetensors"]))
     frames, size = 3 * 2 ** sum(base.temporal.temporal_down), base.resolution
     cols = int(np.ceil(np.sqrt(frames)))
