@@ -32,3 +32,18 @@ def test_scanner_sees_imports():
     """The scan above would catch each form of import."""
     src = "import comfy.utils\nfrom comfy_extras import x\nimportlib.import_module('comfy.sd')\n__import__('comfy')"
     assert [n for _, n in imported_names(ast.parse(src))] == ["comfy.utils", "comfy_extras", "comfy.sd", "comfy"]
+
+
+def test_the_library_is_installed_and_runs_from_any_folder(tmp_path):
+    """`make` installs the library into its venv (`pip install -e .`): `python -m lumiere` works outside the repo,
+    and the install holds the library only (the pack's `nodes/` would shadow ComfyUI's own `nodes` module)."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "lumiere", "--help"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "generate" in proc.stdout, proc.stderr
+    proc = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('nodes'))"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "None", proc.stdout
