@@ -58,3 +58,26 @@ def set_threads(threads: int | None) -> int:
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help=f"torch CPU threads (default: half the cores, here {default_threads()})")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """"auto" (or None): CUDA if available, else CPU; otherwise a torch device name ("cpu", "cuda", "cuda:1", "mps")
+    that this machine has."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: expected cpu, cuda, cuda:N, mps or auto, got {name!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"device: {name!r} is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {name!r} is not available on this machine ({torch.cuda.device_count()} GPUs)")
+    return device
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help="where the models run: cpu, cuda, cuda:N, mps, or auto (default: CUDA if available)")

@@ -1,5 +1,6 @@
 """Run every bundled workflow on a headless ComfyUI and write an animated GIF of each output to docs/images/
-(the pictures in the README). Needs the shipped demo models in models/lumiere.
+(the pictures in the README) and a thumbnail beside the workflow (workflows/<name>.jpg: four frames, which
+ComfyUI's template browser shows). Needs the shipped demo models in models/lumiere.
 
     scripts/setup_comfy.sh && .comfy/venv/bin/python scripts/render_workflow_previews.py [NAME ...]
 
@@ -20,6 +21,16 @@ from comfy_harness import ComfyServer, workflow_to_api  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 HEIGHT = 128  # the demo clips are 32-64 px: scale up (nearest) so they are visible on a page
+
+
+def thumbnail(frames: list[Image.Image], size: int = 256) -> Image.Image:
+    """Frames 0, 1/3, 2/3 and the last in a 2 x 2 grid (reading order), `size` px square."""
+    picks = [frames[round(i * (len(frames) - 1) / 3)] for i in range(4)]
+    half = size // 2
+    grid = Image.new("RGB", (size, size))
+    for i, f in enumerate(picks):
+        grid.paste(f.resize((half, half), Image.NEAREST), ((i % 2) * half, (i // 2) * half))
+    return grid
 
 
 def main() -> None:
@@ -44,7 +55,8 @@ def main() -> None:
             frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in frames]
             gif = OUT / f"{path.stem}.gif"
             frames[0].save(gif, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-            print(f"{path.stem}: {len(frames)} frames -> {gif.relative_to(ROOT)}")
+            thumbnail(frames).save(path.with_suffix(".jpg"), quality=90)
+            print(f"{path.stem}: {len(frames)} frames -> {gif.relative_to(ROOT)}, {path.with_suffix('.jpg').name}")
 
 
 if __name__ == "__main__":

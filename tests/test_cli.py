@@ -156,6 +156,14 @@ def test_conditioning_modes(files, tmp_path, extra):
     assert not torch.equal(video, load_video(plain, 4, 16, 16))  # C and M reached the model
 
 
+def test_device_choice_runs_the_model_there(files, tmp_path):
+    """--device cpu (and auto) run; the library follows the model's device (the same clip as the default)."""
+    assert main(*gen(files, "--frames", 4, "--device", "cpu", "--out", tmp_path / "cpu")) == 0
+    assert main(*gen(files, "--frames", 4, "--out", tmp_path / "auto")) == 0
+    if not torch.cuda.is_available():
+        assert torch.equal(load_video(tmp_path / "cpu", 4, 16, 16), load_video(tmp_path / "auto", 4, 16, 16))
+
+
 def test_keyframes_extend_loop_and_prompt_travel(files, tmp_path):
     """Keyframes land on their frames exactly (known-pixel replacement); extend keeps the input clip and reaches
     --frames; a loop and a schedule longer than the model's window run through MultiDiffusion windows."""
@@ -230,6 +238,8 @@ def test_ssr_and_style(files, tmp_path):
     (("--mode", "extend", "--video", "{d}/input.gif", "--frames", 16, "--context", 8),
      "--context: expected 1 to 7 known frames"),
     (("--prompt", "0: a red cat; a cat"), "--prompt: expected 'FRAME: prompt' segments"),
+    (("--device", "banana"), "--device: expected cpu, cuda, cuda:N, mps or auto"),
+    (("--device", "cuda:7"), "--device: 'cuda:7' is not available"),
     (("--ssr", "{d}/base.safetensors",), "--ssr: {d}/base.safetensors is not an SSR model"),
     (("--style", "{d}/ssr.safetensors",),
      "--style: {d}/ssr.safetensors: style weights: key 'conv_in.weight' has shape (16, 6, 3, 3)"),

@@ -104,6 +104,17 @@ def test_workflows_listed_as_templates(comfy_server):
     assert status == 200 and sorted(templates.get(PACK_LINK_NAME, [])) == sorted(BUNDLED), templates
 
 
+def test_every_template_has_its_thumbnail(comfy_server):
+    """The template browser shows `<name>.jpg` beside each custom-node workflow: every bundled one has a real
+    image there (frames of what it produces), served by ComfyUI."""
+    from comfy_harness import PACK_LINK_NAME
+    for name in BUNDLED:
+        status, body = comfy_server.get(f"/api/workflow_templates/{PACK_LINK_NAME}/{name}.jpg")
+        assert status == 200, name
+        img = Image.open(io.BytesIO(body))
+        assert img.format == "JPEG" and min(img.size) >= 128 and np.asarray(img).std() > 5, name
+
+
 # ---- bundled workflows ---------------------------------------------------------------------------------------
 
 def read_webp(path) -> np.ndarray:
