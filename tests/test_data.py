@@ -114,3 +114,25 @@ def test_folder_dataset_errors(tmp_path):
         FolderDataset(tmp_path)
     with pytest.raises(ValueError, match="not a folder"):
         FolderDataset(tmp_path / "missing")
+
+
+def test_folder_dataset_workers_and_rank_shards(tmp_path):
+    """Decoding threads give the same clips as decoding on demand (the draws depend only on the generator), and
+    count no more waiting once everything is decoded; ranks read disjoint shards covering every file."""
+    for k in range(4):
+        _write_video(tmp_path / f"v{k}.mp4", frames=12 + 4 * k, fps=8)
+    plain = FolderDataset(tmp_path, frames=8, size=16, fps=8)
+    ahead = FolderDataset(tmp_path, frames=8, size=16, fps=8, workers=2)
+    a, _, _ = plain.clips(6, torch.Generator().manual_seed(3))
+    b, _, _ = ahead.clips(6, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    for i in range(len(ahead)):
+        ahead.video(i)
+    waited = ahead.wait_seconds
+    ahead.clips(6, torch.Generator().manual_seed(4))
+    assert ahead.wait_seconds == waited  # all cached: no more waiting
+    shards = [FolderDataset(tmp_path, frames=8, size=16, fps=8, rank=r, world=2).files for r in (0, 1)]
+    assert not set(shards[0]) & set(shards[1]) and sorted(shards[0] + shards[1]) == plain.files
+    import pytest
+    with pytest.raises(ValueError, match="rank"):
+        FolderDataset(tmp_path, rank=2, world=2)

@@ -227,3 +227,20 @@ def test_conditioning_targets_agree_with_known_pixels(tmp_path, t2i_ckpt):
         cond = tr.stage.make_cond(x0, g)
         C, M = cond[:, :3], cond[:, 3:]
         assert M.sum() > 0 and torch.equal(C * M, x0 * M), task
+
+
+def test_folder_data_with_decoding_threads_logs_the_wait(tmp_path):
+    """A t2i run on a folder of captioned videos with data.workers: every log record says how long training
+    waited for decoded videos."""
+    from test_data import _write_video
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for k in range(3):
+        _write_video(videos / f"v{k}.mp4", frames=10, fps=8)
+        (videos / f"v{k}.txt").write_text("a red bar")
+    out = tmp_path / "run"
+    Trainer(spec("t2i", data={"kind": "folder", "path": str(videos), "workers": 2}), out=out, max_steps=3,
+            quiet=True).run()
+    logs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    steps = [r for r in logs if "loss" in r]
+    assert len(steps) == 3 and all(r["data_wait_s"] >= 0 for r in steps)

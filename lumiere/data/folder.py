@@ -7,6 +7,8 @@ a random start (videos shorter than that are looped). Videos without a caption f
 """
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -58,15 +60,33 @@ class FolderDataset:
     """Captioned videos in a folder (searched recursively); `clips`/`images` match `ProceduralClips`."""
 
     def __init__(self, root: str | Path, frames: int = 16, size: int = 32, fps: float | None = 8,
-                 cache: bool = True):
+                 cache: bool = True, workers: int = 0, rank: int = 0, world: int = 1):
+        """`workers` > 0 (with `cache`): that many threads decode every video ahead of use (PyAV decodes outside
+        the GIL); `wait_seconds` counts the time training waited for a video. `rank` / `world`: a torchrun rank
+        reads files rank, rank + world, ... (disjoint shards; every rank keeps all files if there are fewer than
+        `world`). Which clips are drawn depends only on the generator, so resume stays exact."""
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f"data.path: {self.root} is not a folder")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
-        if not self.files:
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not files:
             raise ValueError(f"data.path: no videos ({', '.join(VIDEO_EXTENSIONS)}) in {self.root}")
+        if not 0 <= rank < max(1, world):
+            raise ValueError(f"rank: expected 0 to {world - 1}, got {rank}")
+        self.files = files[rank::world] if world > 1 and len(files) >= world else files
         self.frames, self.size, self.fps = frames, size, fps
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.wait_seconds = 0.0
+        self._pending: dict[int, Future] = {}
+        if workers and cache:
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="lumiere-decode")
+            self._pending = {i: pool.submit(self._decode, i) for i in range(len(self.files))}
+            pool.shutdown(wait=False)  # the queued decodes still run; the threads end when they are done
+        elif workers < 0:
+            raise ValueError(f"data.workers: expected 0 or more decoding threads, got {workers}")
+
+    def _decode(self, i: int) -> torch.Tensor:
+        return decode_video(self.files[i], self.fps, self.size)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -78,7 +98,10 @@ class FolderDataset:
     def video(self, i: int) -> torch.Tensor:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        v = decode_video(self.files[i], self.fps, self.size)
+        start = time.perf_counter()
+        pending = self._pending.pop(i, None)
+        v = pending.result() if pending is not None else self._decode(i)
+        self.wait_seconds += time.perf_counter() - start
         if self.cache is not None:
             self.cache[i] = v
         return v

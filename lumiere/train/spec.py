@@ -31,6 +31,8 @@ class DataSpec:
                                "speed so every clip is one straight path)")
     path: str = _key("", "folder: the folder of videos")
     fps: float = _key(0.0, "folder: resample to this frame rate (0: the model's)")
+    workers: int = _key(0, "folder: threads decoding the videos ahead of training into the in-memory cache (0: "
+                           "decode on first use); the trainer logs the seconds it waited for data")
 
 
 @dataclass

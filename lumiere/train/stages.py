@@ -6,6 +6,8 @@ noise levels, noise, task masks) from the one `generator`, so a step is a pure f
 """
 from __future__ import annotations
 
+import os
+
 import copy
 from pathlib import Path
 
@@ -48,7 +50,9 @@ def make_dataset(data: DataSpec, frames: int, size: int, fps: float = 8):
         from ..data.folder import FolderDataset
         if not data.path:
             raise ValueError("data.path: expected the folder of videos for data.kind 'folder'")
-        return FolderDataset(data.path, frames=frames, size=size, fps=data.fps or fps)
+        # under torchrun each rank reads its own shard of the files (RANK / WORLD_SIZE, as the trainer)
+        return FolderDataset(data.path, frames=frames, size=size, fps=data.fps or fps, workers=data.workers,
+                             rank=int(os.environ.get("RANK", "0")), world=int(os.environ.get("WORLD_SIZE", "1")))
     raise ValueError(f"data.kind: expected 'procedural' or 'folder', got {data.kind!r}")
 
 

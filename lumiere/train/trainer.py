@@ -304,6 +304,8 @@ class Trainer:
         if probe_every and self.step == 0 and self.rank == 0:
             self.probe()  # the starting point of the curve
         acc, n_acc, t_acc = 0.0, 0, time.time()
+        data = getattr(self.stage, "data", None)
+        waited = getattr(data, "wait_seconds", 0.0)  # seconds spent waiting for decoded videos (folder data)
         bar = tqdm(total=self.max_steps, initial=self.step, disable=self.quiet or self.rank != 0,
                    mininterval=self.spec.tqdm_interval, desc=self.spec.stage)
         while not self.should_stop(start):
@@ -316,8 +318,15 @@ class Trainer:
             if self.step % log_every == 0:
                 dt = (time.time() - t_acc) / n_acc
                 bar.set_postfix(loss=f"{acc / n_acc:.4f}", s_per_step=f"{dt:.2f}")
-                self.log({"step": self.step, "loss": acc / n_acc, "lr": self.lr_at(self.step - 1),
-                          "sec_per_step": dt, "train_min": self.train_seconds / 60})
+                rec = {"step": self.step, "loss": acc / n_acc, "lr": self.lr_at(self.step - 1),
+                       "sec_per_step": dt, "train_min": self.train_seconds / 60}
+                if hasattr(data, "wait_seconds"):
+                    rec["data_wait_s"] = round(data.wait_seconds - waited, 3)
+                    if rec["data_wait_s"] > 0.1 * dt * n_acc and self.rank == 0:
+                        bar.write(f"[train] waited {rec['data_wait_s']:.1f} s for data over the last {n_acc} steps "
+                                  f"(data.workers decodes videos ahead)")
+                    waited = data.wait_seconds
+                self.log(rec)
                 acc, n_acc, t_acc = 0.0, 0, time.time()
             due = time.time() - last_ckpt >= ckpt_every
             if self.world > 1:
