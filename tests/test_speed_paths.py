@@ -141,3 +141,27 @@ def test_activation_checkpointing_same_gradients_less_memory():
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6)
     assert peaks[1] < 0.8 * peaks[0], peaks
+
+
+def test_group_norm_in_bf16_equals_fp32_statistics_and_keeps_layout():
+    """bf16 activations (channels_last too) normalise to the fp32 computation rounded to bf16, gradients close to
+    fp32's, and the output keeps the input's memory layout."""
+    from lumiere.models.layers import group_norm
+    torch.manual_seed(0)
+    norm = group_norm(32)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-0.5, 0.5)
+    x32 = (torch.randn(4, 32, 16, 16) * 0.5 + 3.0).contiguous(memory_format=torch.channels_last)
+    x16 = x32.bfloat16().requires_grad_()
+    y = norm(x16)
+    ref = torch.nn.functional.group_norm(x16.detach().float(), norm.num_groups, norm.weight.detach().bfloat16().float(),
+                                         norm.bias.detach().bfloat16().float(), norm.eps)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert (y.float() - ref).abs().max() <= ref.abs().max() * 2 ** -7  # within one bf16 rounding
+    y.float().pow(2).sum().backward()
+    xf = x16.detach().float().requires_grad_()
+    torch.nn.functional.group_norm(xf, norm.num_groups, norm.weight.detach(), norm.bias.detach(),
+                                   norm.eps).pow(2).sum().backward()
+    torch.testing.assert_close(x16.grad.float(), xf.grad, rtol=0.05, atol=0.05 * float(xf.grad.abs().max()))
+    assert norm.weight.grad is not None and norm.weight.grad.dtype == torch.float32

@@ -28,15 +28,21 @@ def position_encoding(length: int, dim: int, device=None) -> torch.Tensor:
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in fp32 whatever the activations' dtype (returned in it).
+    """GroupNorm with fp32 statistics whatever the activations' dtype (returned in it).
 
-    Statistics in bf16 lose precision, and on CPU the fp32 kernel's backward is ~2x faster than the bf16 one
-    on channels_last activations (measured by `python -m lumiere bench`)."""
+    bf16 / fp16 activations go to torch's own kernel, which accumulates the statistics in fp32 (its output is the
+    fp32 computation rounded, tested); a channels_last input is normalised as an NCHW copy, because on CPU the
+    channels_last backward is 3-10x slower than NCHW's (`python -m lumiere bench`: about 6 % of a training step).
+    fp32 activations are normalised as they come."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if x.dtype in (torch.bfloat16, torch.float16):
+            y = F.group_norm(x.contiguous() if channels_last else x, self.num_groups, self.weight.to(x.dtype),
+                             self.bias.to(x.dtype), self.eps)
+            return y.contiguous(memory_format=torch.channels_last) if channels_last else y
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
-        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         if channels_last and torch.is_grad_enabled() and not x.requires_grad and self.weight.requires_grad:
             # torch 2.13 CPU: the channels_last backward for the weights alone (a frozen input, e.g. the first
             # trained layer after the frozen T2I) crashes the process; NCHW here is exact and only costs a copy
