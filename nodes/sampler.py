@@ -1,6 +1,8 @@
 """The STUNet sampler: core sampling over the whole clip at once, with core previews (every frame) and Cancel."""
 from __future__ import annotations
 
+import torch
+
 import comfy.model_management as mm
 import comfy.sample
 import comfy.sampler_helpers
@@ -37,6 +39,9 @@ def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, 
                               denoise=denoise, noise_mask=noise_mask,
                               callback=sampling_callback(model, steps), disable_pbar=True, seed=seed)
     out = out.to(mm.intermediate_device())
+    if not torch.isfinite(out).all():  # e.g. fp16 overflow: refuse rather than pass on a black / garbage video
+        raise ValueError("model: sampling produced NaN or infinite values; load the model with weight_dtype fp32 "
+                         "(or bf16), or lower cfg")
     if noise_mask is not None:  # the mask as core sampling reshapes it: (B, C, T, H, W)
         generate = comfy.sampler_helpers.prepare_mask(noise_mask, out.shape, out.device)
         out = composite_known(out, samples.to(out), 1 - generate)

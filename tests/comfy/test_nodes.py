@@ -498,3 +498,13 @@ def test_previews_follow_the_users_preview_method(n, loaded):
     finally:
         args.preview_method = before
         comfy.utils.set_progress_bar_global_hook(None)
+
+
+def test_sampling_to_nan_is_refused(n, loaded):
+    """A model that returns NaN (e.g. an fp16 overflow) stops with an error naming the model, not a black video."""
+    model = loaded[0].clone()
+    model.set_model_unet_function_wrapper(lambda apply, args: apply(args["input"], args["timestep"], **args["c"])
+                                          * float("nan"))
+    with pytest.raises(ValueError, match="model: sampling produced NaN"):
+        n.sampler.LumiereSampler.execute(model, encode(loaded[1], "a red circle"), encode(loaded[1], ""),
+                                         {"samples": torch.zeros(1, 3, 8, 16, 16)}, 0, 2, 1.0, "ddim", "normal", 1.0)
