@@ -23,6 +23,8 @@ from .models.unet2d import UNet2D
 
 CONFIG_KEY = "lumiere_config"
 FORMAT_KEY = "format"
+# the checkpoint layout's version (keys, metadata); files without it are version 1. Readers refuse newer files
+VERSION_KEY, FORMAT_VERSION = "lumiere_format_version", 1
 
 
 class CheckpointError(ValueError):
@@ -61,22 +63,35 @@ def save_model(path: str | os.PathLike, bundle: LumiereBundle, dtype: torch.dtyp
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
           for k, v in bundle_state_dict(bundle).items()}
-    meta = {CONFIG_KEY: json.dumps(bundle.config.to_dict()), FORMAT_KEY: "pt"}
+    meta = {CONFIG_KEY: json.dumps(bundle.config.to_dict()), FORMAT_KEY: "pt", VERSION_KEY: str(FORMAT_VERSION)}
     atomic_save_tensors(path, sd, meta)
     return path
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    """safetensors to a temp file in the same folder, then rename: a crash never leaves half a file."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """The one way files are written: `write(tmp)` fills a temp file in the same folder, which is fsynced, given
+    the permissions of any file the user creates (mkstemp makes it private) and renamed over `path`. A crash
+    never leaves half a file, and the temp file never stays behind."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a model file is shared like any other
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _umask() -> int:
@@ -111,6 +126,10 @@ def read_header(path: str | os.PathLike) -> tuple[dict, ModelConfig]:
         raise CheckpointError(f"{path}: truncated: the tensors need {8 + n + end} bytes, the file has {size}")
     if CONFIG_KEY not in meta:
         raise CheckpointError(f"{path}: not a Lumiere checkpoint (no '{CONFIG_KEY}' metadata)")
+    version = meta.get(VERSION_KEY, "1")
+    if not version.isdigit() or int(version) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written in checkpoint format version {version}, this ComfyUI-Lumiere reads "
+                              f"up to version {FORMAT_VERSION}: update the pack")
     try:
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
     except (TypeError, KeyError, ValueError) as e:

@@ -127,12 +127,13 @@ def direct(C: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return C * M, M
 
 
-def jcm(noisy: torch.Tensor, C: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """The network input <J, C, M>.  # (b, 7, t, h, w)"""
-    if C.shape[2:] != noisy.shape[2:] or M.shape[2:] != noisy.shape[2:]:
-        raise ValueError(f"conditioning: C {tuple(C.shape)} and M {tuple(M.shape)} must match the video's "
-                         f"frames and size {tuple(noisy.shape[2:])}")
-    return torch.cat([noisy, C, M], dim=1)
+def pack(C: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """The extra input channels <C * M, M> that follow the noisy video J in the network input (C zeroed where
+    unknown). The one packing, used by the pipeline, the ComfyUI nodes and training.  # (b, 4, t, h, w)"""
+    if C.shape[0] != M.shape[0] or C.shape[2:] != M.shape[2:] or C.shape[1] != 3 or M.shape[1] != 1:
+        raise ValueError(f"conditioning: expected C (b, 3, t, h, w) and M (b, 1, t, h, w) of one size, got "
+                         f"{tuple(C.shape)} and {tuple(M.shape)}")
+    return torch.cat([C * M, M], dim=1)
 
 
 def motion_region(clip: torch.Tensor, margin: int = 1, threshold: float = 0.05) -> torch.Tensor:

@@ -81,7 +81,7 @@ def jcm_cond(bundle: LumiereBundle, C: torch.Tensor | None, M: torch.Tensor | No
         C, M = torch.zeros(b, 3, t, h, w, device=device), torch.zeros(b, 1, t, h, w, device=device)
     if C.shape[2:] != (t, h, w) or M.shape[2:] != (t, h, w):
         raise ValueError(f"conditioning: C {tuple(C.shape)} / M {tuple(M.shape)} must have {t} frames of {h}x{w}")
-    return torch.cat([C * M, M], dim=1).expand(b, -1, -1, -1, -1)
+    return recipes.pack(C, M).expand(b, -1, -1, -1, -1)
 
 
 @torch.no_grad()

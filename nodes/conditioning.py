@@ -170,7 +170,7 @@ class LumiereConditioning(io.ComfyNode):
                 pad_bottom=0, replace_known=True, indices="0, -1", width=0, height=0) -> io.NodeOutput:
         image, mask = fit_inputs(image, mask, mode, frames, width, height)
         C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom), indices)
-        cond = torch.cat([C * M, M], dim=1).to(mm.intermediate_device())  # (1, 4, T, H, W)
+        cond = recipes.pack(C, M).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})
         negative = node_helpers.conditioning_set_values(negative, {COND_KEY: cond})
         if not replace_known:

@@ -192,3 +192,32 @@ def test_library_never_unpickles():
                 hits.append(f"{path}:{node.lineno}: weights_only")
             hits += [f"{path}:{node.lineno}: import {n}" for n in names if n.split(".")[0] in banned_modules]
     assert not hits, hits
+
+
+def test_format_version_is_written_and_newer_files_are_refused(tmp_path, saved):
+    from lumiere.checkpoint import FORMAT_VERSION, VERSION_KEY
+    from safetensors import safe_open
+    path, _ = saved
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta[VERSION_KEY] == str(FORMAT_VERSION)
+    old = tmp_path / "old.safetensors"  # the files shipped before the key existed read as version 1
+    save_file(load_file(str(path)), str(old), metadata={k: v for k, v in meta.items() if k != VERSION_KEY})
+    load_model(old)
+    newer = tmp_path / "newer.safetensors"
+    save_file(load_file(str(path)), str(newer), metadata={**meta, VERSION_KEY: str(FORMAT_VERSION + 1)})
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}.*update the pack"):
+        load_model(newer)
+
+
+def test_training_state_files_are_written_atomically_and_readable(tmp_path):
+    """The trainer's JSON state goes through the same atomic writer as the checkpoints: no temp file remains and
+    the file gets the user's usual permissions."""
+    import os
+    from lumiere.checkpoint import atomic_write_bytes
+    target = tmp_path / "latest.json"
+    atomic_write_bytes(target, b'{"step": 1}')
+    assert target.read_bytes() == b'{"step": 1}' and [p.name for p in tmp_path.iterdir()] == ["latest.json"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

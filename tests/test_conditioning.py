@@ -79,14 +79,14 @@ def test_direct_zeroes_unknown():
     assert torch.equal(M, m) and torch.equal(C, v * m)
 
 
-def test_jcm_concatenates_seven_channels():
+def test_pack_gives_the_four_extra_channels():
     v = video()
     C, M = cond.image_to_video(v[:, :, 0], 4)
-    x = cond.jcm(torch.randn_like(v), C, M)
-    assert x.shape == (1, 7, 4, 8, 8)
-    assert torch.equal(x[:, 3:6], C) and torch.equal(x[:, 6:], M)
+    x = cond.pack(v[:, :, :4].contiguous(), M)  # C is zeroed where M = 0
+    assert x.shape == (1, 4, 4, 8, 8)
+    assert torch.equal(x[:, :3], C) and torch.equal(x[:, 3:], M)
     with pytest.raises(ValueError, match="conditioning"):
-        cond.jcm(torch.randn(1, 3, 5, 8, 8), C, M)
+        cond.pack(C, M[:, :, :3])
 
 
 def test_batched_masks_expand():

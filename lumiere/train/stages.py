@@ -242,8 +242,8 @@ class TemporalStage(Stage):
                 c, m = cond_lib.cinemagraph(x0[i:i + 1, :, 0], region, t)
             else:
                 raise ValueError(f"tasks: unknown task {task!r}; expected one of {TASKS}")
-            C[i], M[i] = c[0] * m[0], m[0]
-        return torch.cat([C, M], dim=1)
+            C[i], M[i] = c[0], m[0]
+        return cond_lib.pack(C, M)
 
     def loss(self, generator):
         x0, caps, _ = self.data.clips(self.batch_size, generator)

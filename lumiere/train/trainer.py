@@ -16,7 +16,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -26,19 +25,10 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..checkpoint import atomic_save_tensors, save_model
+from ..checkpoint import atomic_save_tensors, atomic_write_bytes, save_model
 from ..compute import set_threads, to_compute_layout
 from .spec import TrainSpec
 from .stages import build_stage
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -178,8 +168,8 @@ class Trainer:
         meta = {"step": self.step, "train_seconds": self.train_seconds, "world_size": self.world,
                 "last_loss": self.last_loss, "spec": self.spec.to_dict(),
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in self.opt.param_groups]}
-        _atomic_write_bytes(self.out / f"{name}.json", json.dumps(meta, indent=1).encode())
-        _atomic_write_bytes(self.out / "latest.json", json.dumps({"name": name, "step": self.step}).encode())
+        atomic_write_bytes(self.out / f"{name}.json", json.dumps(meta, indent=1).encode())
+        atomic_write_bytes(self.out / "latest.json", json.dumps({"name": name, "step": self.step}).encode())
         keep = self.spec.keep_checkpoints
         olds = sorted(self.out.glob("state-*.safetensors"))[:-keep]
         for f in olds:
