@@ -26,6 +26,7 @@ from ..lumiere.checkpoint import build_model, load_state, load_state_into
 from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
 from ..lumiere.models.stunet import STUNet
+from ..lumiere.models.unet2d import check_spatial_size
 from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, WordTokenizer, split_words
 from ..lumiere.pipeline import video_net
 
@@ -163,13 +164,10 @@ def check_video_shape(model, shape, name: str) -> None:
     if len(shape) != 5 or shape[1] != 3:
         raise ValueError(f"{name}: expected a Lumiere video latent [B, 3, T, H, W], got {list(shape)}; "
                          f"make it with Lumiere Empty Video, Lumiere Conditioning or Lumiere Frames to Latent")
-    unet = net.unet if isinstance(net, STUNet) else net
-    multiple = 2 ** (unet.cfg.num_levels - 1)
     _, _, t, h, w = shape
-    if isinstance(net, STUNet) and (t < 1 or t % net.frame_multiple):
-        raise ValueError(f"{name}: {t} frames, but this model needs a multiple of {net.frame_multiple}")
-    if h % multiple or w % multiple:
-        raise ValueError(f"{name}: {w}x{h} pixels, but this model needs width and height multiples of {multiple}")
+    if isinstance(net, STUNet):  # the model's own checks, naming the ComfyUI input
+        net.check_num_frames(t, name)
+    check_spatial_size(h, w, (net.unet if isinstance(net, STUNet) else net).cfg.num_levels, name)
 
 
 WEIGHT_DTYPES = ("default",) + tuple(PRECISIONS)  # "default": ComfyUI's choice for the device

@@ -60,11 +60,12 @@ class STUNet(nn.Module):
     def frame_multiple(self) -> int:
         return 2 ** sum(self.cfg.temporal_down)
 
-    def check_num_frames(self, num_frames: int) -> None:
+    def check_num_frames(self, num_frames: int, name: str = "num_frames") -> None:
+        """`name`: the input the frame count came from, for the error (e.g. a ComfyUI input's name)."""
         m = self.frame_multiple
         if num_frames < 1 or num_frames % m:
-            raise ValueError(f"num_frames: expected a positive multiple of {m} (the STUNet halves the frame count "
-                             f"{sum(self.cfg.temporal_down)} times), got {num_frames}")
+            raise ValueError(f"{name}: expected a positive multiple of {m} frames (the STUNet halves the frame "
+                             f"count {sum(self.cfg.temporal_down)} times), got {num_frames}")
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (b, c_in, t, h, w), timestep (b,), context (b, m, d) -> (b, c_out, t, h, w)

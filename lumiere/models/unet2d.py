@@ -105,8 +105,12 @@ def run_attn(att: nn.Module, h: torch.Tensor, context: torch.Tensor) -> torch.Te
     return h if isinstance(att, nn.Identity) else att(h, context)
 
 
-def check_spatial_size(height: int, width: int, num_levels: int) -> None:
+def check_spatial_size(height: int, width: int, num_levels: int, name: str | None = None) -> None:
+    """Frame sizes the U-Net can take; errors name `height` / `width`, or `name` (the input both came from)."""
     multiple = 2 ** (num_levels - 1)
+    if name is not None and (height % multiple or width % multiple):
+        raise ValueError(f"{name}: expected width and height multiples of {multiple} (the U-Net halves them "
+                         f"{num_levels - 1} times), got {width}x{height}")
     for name, v in (("height", height), ("width", width)):
         if v % multiple:
             raise ValueError(f"{name}: expected a multiple of {multiple} (the U-Net halves it {num_levels - 1} "
