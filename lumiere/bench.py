@@ -374,6 +374,15 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
 
 
 def bench_command(args) -> int:
+    from .compute import set_threads
+    from .configs import get_preset
+    from .errors import as_input_error
+
+    try:  # the inputs, checked before any measurement
+        get_preset(args.preset)
+        set_threads(args.threads)
+    except ValueError as e:
+        raise as_input_error(e, {"preset": "--preset", "threads": "--threads"}) or e from None
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     report = run_bench(args.preset, args.frames, args.resolution, args.repeats, args.attn_mode, args.threads, log,
                        args.train_batch, tuple(args.sections))

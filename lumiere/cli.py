@@ -11,14 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from .conditioning import MODES
+from .checkpoint import CheckpointError
 from .compute import PRECISIONS, add_device_arg, add_threads_arg
+from .conditioning import MODES
+from .errors import InputError, as_input_error
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
-
-
-class InputError(ValueError):
-    """A bad command-line input; the message names it."""
 
 
 # the library's input names (its errors read "name: expected X, got Y") -> the generate command's flags
@@ -26,11 +24,10 @@ FLAGS = {"threads": "--threads", "device": "--device", "context": "--context", "
          "overlap": "--overlap", "indices": "--keyframe", "prompt schedule": "--prompt", "clip": "--video"}
 
 
-def flag_error(e: ValueError) -> InputError:
-    """A library ValueError, renamed to the flag that carried the input."""
-    name, sep, rest = str(e).partition(":")
-    flag = FLAGS.get(name.strip())
-    return InputError(f"{flag}:{rest}" if sep and flag else str(e))
+def flag_error(e: ValueError) -> ValueError:
+    """A library ValueError that names its input, renamed to the flag that carried it; any other ValueError is
+    returned as it is (a bug: raised again, it shows its traceback)."""
+    return as_input_error(e, FLAGS) or e
 
 
 # ---------------------------------------------------------------- generate
@@ -316,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args([args.command, "--help"])
     try:
         code = args.func(args)
-    except (InputError, ValueError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"lumiere {args.command}: error: {msg}", file=sys.stderr)
+    except (InputError, CheckpointError) as e:  # the project's own errors; anything else is a bug: traceback
+        print(f"lumiere {args.command}: error: {e}", file=sys.stderr)
         return 2
     return int(code or 0)

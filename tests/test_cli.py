@@ -282,3 +282,19 @@ def test_help_lists_commands_without_importing_them():
     proc = run("--help")
     for name in ("generate", "inspect", "bench", "train", "eval"):
         assert name in proc.stdout
+
+
+def test_only_the_projects_errors_are_one_liners(files, capsys, monkeypatch):
+    """Bad inputs (also of train and bench) exit 2 with one line; a bug in the library shows its traceback."""
+    assert main("bench", "--preset", "huge", "--sections", "peak") == 2
+    assert "--preset: expected one of" in capsys.readouterr().err
+    assert main("train", "t2i", "--config", files / "absent.json") == 2
+    assert "--config: cannot read" in capsys.readouterr().err
+    import lumiere.pipeline
+
+    def broken(*a, **k):
+        raise ValueError("an internal inconsistency")  # not an input error: no "name: ..." grammar
+
+    monkeypatch.setattr(lumiere.pipeline, "generate", broken)
+    with pytest.raises(ValueError, match="an internal inconsistency"):
+        main(*gen(files, "--frames", 4, "--out", files / "never.webp"))

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ..checkpoint import CheckpointError
+from ..errors import InputError, as_input_error
 from .spec import TrainSpec, load_spec
 from .stages import STAGES, build_stage
 from .trainer import Trainer
@@ -29,10 +31,15 @@ def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    with open(args.config) as f:
-        raw = json.load(f)
+    try:
+        with open(args.config) as f:
+            raw = json.load(f)
+    except OSError as e:
+        raise InputError(f"--config: cannot read {args.config}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--config: {args.config} is not JSON: {e}") from None
     if raw.get("stage", args.stage) != args.stage:
-        raise ValueError(f"--config: {args.config} is for stage {raw.get('stage')!r}, not {args.stage!r}")
+        raise InputError(f"--config: {args.config} is for stage {raw.get('stage')!r}, not {args.stage!r}")
     raw["stage"], raw["config_file"] = args.stage, str(args.config)
     for kv in args.set:
         k, _, v = kv.partition("=")
@@ -43,11 +50,18 @@ def train_command(args: argparse.Namespace) -> int:
     for key, value in (("threads", args.threads), ("init", args.init), ("export", args.export)):
         if value:
             raw[key] = value
-    try:
+    try:  # the spec and what it names (init checkpoint, data, stage settings); errors in training itself are bugs
         spec = TrainSpec.from_dict(raw)
+        trainer = Trainer(spec, out=args.out, resume=args.resume, max_minutes=args.max_minutes,
+                          max_steps=args.max_steps)
     except ValueError as e:
-        raise ValueError(f"--config {args.config}: {e}") from None
-    Trainer(spec, out=args.out, resume=args.resume, max_minutes=args.max_minutes, max_steps=args.max_steps).run()
+        if isinstance(e, CheckpointError):
+            raise
+        error = as_input_error(e)
+        if error is None:
+            raise
+        raise InputError(f"--config {args.config}: {error}") from None
+    trainer.run()
     return 0
 
 
@@ -56,6 +70,6 @@ def main(argv=None) -> int:
     add_train_args(p)
     try:
         return train_command(p.parse_args(argv))
-    except ValueError as e:
+    except (InputError, CheckpointError) as e:  # the project's own errors; anything else is a bug: traceback
         print(f"lumiere.train: error: {e}", file=sys.stderr)
         return 2
