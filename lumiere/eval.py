@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
-from .compute import add_threads_arg, set_threads
+from .compute import add_device_arg, add_threads_arg, resolve_device, set_threads
 from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
 from .pipeline import SSR_DENOISE, generate, generate_extended, generate_long, upscale
 
@@ -179,7 +179,7 @@ def motion_probe(bundle: LumiereBundle, clips: int = 24, steps: int = 20, cfg: f
     was_training = bundle.model.training
     bundle.model.eval()
     try:
-        vids = torch.cat(run_batches(lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i),
+        vids = torch.cat(run_batches(lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i).cpu(),
                                      prompts, batch))
     finally:
         bundle.model.train(was_training)
@@ -378,6 +378,7 @@ class EvalRun:
     prompts: list[str]
     gt: torch.Tensor
     steps: int
+    device: torch.device = torch.device("cpu")
     cfg: float = 4.0
     batch: int = 4
     videos: dict = field(default_factory=dict)  # sections' outputs other sections reuse
@@ -395,7 +396,7 @@ class EvalRun:
         return data_max_speed(self.size, self.frames)
 
     def gen(self, bundle, prompts, i, **kw):
-        return generate(bundle, prompts, steps=self.steps, cfg=self.cfg, seed=self.seed + i, **kw)
+        return generate(bundle, prompts, steps=self.steps, cfg=self.cfg, seed=self.seed + i, **kw).cpu()
 
     def gen_all(self, bundle, prompts, **kw):
         """All prompts in batches; per-clip tensors in kw (C, M) are sliced with their batch."""
@@ -469,7 +470,7 @@ def conditioning_section(run: EvalRun) -> dict:
 def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     """SSR against the true high-res clip next to bicubic (at the shipped start `pipeline.SSR_DENOISE`, and over
     SSR_DENOISE_SWEEP), and the MultiDiffusion boundary spike, disjoint windows against fused windows."""
-    ssr = load_model(run.models / SSR)
+    ssr = load_model(run.models / SSR, run.device)
     sc = ssr.config
     T, S = run.frames, run.size
     n = 1 if run.quick else SSR_CLIPS
@@ -482,7 +483,7 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     def up(denoise, clip=None):
         clip = clip if clip is not None else (lambda i: lo[i:i + 1])
         return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, steps=steps,
-                                  seed=run.seed + i, denoise=denoise) for i in range(n)])
+                                  seed=run.seed + i, denoise=denoise).cpu() for i in range(n)])
 
     shipped = up(SSR_DENOISE)
     sweep = {SSR_DENOISE: shipped}
@@ -498,7 +499,7 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     res["gain_over_bicubic_db"] = round(res["psnr_ssr"] - res["psnr_bicubic"], 2)
     # disjoint windows (no fusing) vs MultiDiffusion: frame differences around the window boundary
     disjoint = torch.cat([torch.cat([upscale(ssr, lo[i:i + 1, :, k:k + win], run.prompts[i], window=win,
-                                             steps=steps, seed=run.seed + i, denoise=SSR_DENOISE)
+                                             steps=steps, seed=run.seed + i, denoise=SSR_DENOISE).cpu()
                                      for k in range(0, T, win)], dim=2) for i in range(n)])
     bounds = list(range(win - 1, T - 1, win))  # transitions win-1 -> win, ...
 
@@ -511,6 +512,18 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
           "spike_ratio_multidiffusion": round(spike(shipped), 3), "spike_ratio_ground_truth": round(spike(hi), 3),
           "psnr_disjoint": round(psnr(disjoint, hi), 2)}
     return res, md
+
+
+def peak_memory(fn, device: torch.device) -> int:
+    """Peak bytes allocated while `fn` runs: CUDA's allocator statistics on a GPU, the profiler's on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        return torch.cuda.max_memory_allocated(device) - start
+    from .bench import peak_bytes
+    return peak_bytes(fn)
 
 
 def seam_ratio(video: torch.Tensor) -> float:
@@ -529,7 +542,6 @@ def boundary_spike(video: torch.Tensor, boundaries: list[int]) -> float:
 
 def frames_section(run: EvalRun) -> dict:
     """Keyframes (first + last known: interpolation), loops, extension, and long videos with prompt travel."""
-    from .bench import peak_bytes
     from .multidiffusion import window_starts
     n = 2 if run.quick else FRAME_TASK_CLIPS
     g, prompts, specs, T = run.gt[:n], run.prompts[:n], run.specs[:n], run.frames
@@ -550,7 +562,7 @@ def frames_section(run: EvalRun) -> dict:
                                  "path_error_px": round(sum(errs) / max(1, len(errs)), 2),
                                  "jump_rate": run.jump_rate(v)}
     # loops: the seam with circular windows against a plain clip of the same prompt and seed
-    loops = torch.cat([generate_long(run.base, p, T, loop=True, steps=steps, cfg=run.cfg, seed=run.seed + i)
+    loops = torch.cat([generate_long(run.base, p, T, loop=True, steps=steps, cfg=run.cfg, seed=run.seed + i).cpu()
                        for i, p in enumerate(prompts)])
     plain = run.videos.get("stunet")
     plain = plain[:n] if plain is not None else run.gen_all(run.base, prompts)
@@ -562,7 +574,7 @@ def frames_section(run: EvalRun) -> dict:
     # extension: the first half of the ground-truth clip continued by half a window; the join against the rest
     k = T // 2
     ext = torch.cat([generate_extended(run.base, p, T + k, clip=g[i:i + 1, :, :k], steps=steps, cfg=run.cfg,
-                                       seed=run.seed + i) for i, p in enumerate(prompts)])
+                                       seed=run.seed + i).cpu() for i, p in enumerate(prompts)])
     res["extension"] = {"known_frames": k, "new_frames": T, "join_ratio": round(boundary_spike(ext, [k - 1]), 3),
                         "jump_rate_new": run.jump_rate(ext[:, :, k:]),
                         "direction_acc_new": adherence([analyse(x) for x in ext[:, :, k:]], specs)["direction_acc"]}
@@ -579,7 +591,7 @@ def frames_section(run: EvalRun) -> dict:
                                                           seed=run.seed + i), md_bounds),
             ("extension", lambda s, i: generate_extended(run.base, s, LONG_FRAMES, steps=steps, cfg=run.cfg,
                                                          seed=run.seed + i), ext_bounds)):
-        v = torch.cat([make(s, i) for i, s in enumerate(schedules)])
+        v = torch.cat([make(s, i).cpu() for i, s in enumerate(schedules)])
         seg = [analyse(x[:, :half], half)["direction"] == s["direction"] for x, s in zip(v, specs)] + \
               [analyse(x[:, half:], half)["direction"] == s["direction"] for x, s in zip(v, second)]
         a = [analyse(x, LONG_FRAMES) for x in v]
@@ -590,7 +602,7 @@ def frames_section(run: EvalRun) -> dict:
                              "size_cv": round(sum(x["size_cv"] for x in a) / n, 4),
                              "colour_acc_first_last_quarter": quarters}
     # memory: bounded by one window whatever the length (one step is enough to see the peak)
-    peaks = [peak_bytes(lambda f=f: generate_long(run.base, prompts[0], f, steps=1, cfg=run.cfg))
+    peaks = [peak_memory(lambda f=f: generate_long(run.base, prompts[0], f, steps=1, cfg=run.cfg), run.device)
              for f in MEMORY_FRAMES]
     res["memory"] = {"frames": list(MEMORY_FRAMES), "peak_mb": [round(p / 2 ** 20, 1) for p in peaks]}
     return res
@@ -647,30 +659,32 @@ SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "in
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
-             log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS) -> dict:
+             log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu") -> dict:
     """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
-    faster on CPU)."""
+    faster on CPU) on `device` (the models are moved there; measurements are made on CPU copies)."""
     unknown = [x for x in sections if x not in SECTIONS]
     if unknown:
         raise ValueError(f"sections: expected some of {SECTIONS}, got {unknown}")
     set_threads(threads)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo, set(sections))
+    device = resolve_device(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device)
+    res["settings"]["device"] = str(device)
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
-def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set) -> dict:
+def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device) -> dict:
     models = Path(models)
     t_start = time.time()
-    base = load_model(models / BASE)
+    base = load_model(models / BASE, device)
     T, S = base.config.num_frames, base.config.resolution
     specs = eval_specs(1 if quick else per_combo)
     if quick:
         specs = specs[:2]
     prompts = [caption(**s) for s in specs]
     run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
-                  steps=4 if quick else 20)
+                  steps=4 if quick else 20, device=device)
     res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
     res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
                        "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
@@ -736,13 +750,15 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to measure (default: all)")
     add_threads_arg(parser)
+    add_device_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
     return parser
 
 
 def eval_command(args: argparse.Namespace) -> int:
     res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
-                   bf16=not args.fp32, sections=args.sections, log=(lambda m: print(m, file=sys.stderr, flush=True)))
+                   bf16=not args.fp32, sections=args.sections, device=args.device,
+                   log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:
         Path(args.out).write_text(text)

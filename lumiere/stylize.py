@@ -38,8 +38,8 @@ def interpolate(orig: dict[str, torch.Tensor], style: dict[str, torch.Tensor], a
     check_alpha(alpha)
     check_style_weights(orig, style)
     if alpha in (0.0, 1.0):  # exact endpoints: the arithmetic below would turn -0.0 into +0.0
-        return {k: style[k].to(v.dtype) if alpha and v.is_floating_point() else v for k, v in orig.items()}
-    return {k: (alpha * style[k].to(v.dtype) + (1 - alpha) * v) if v.is_floating_point() else v
+        return {k: style[k].to(v) if alpha and v.is_floating_point() else v for k, v in orig.items()}
+    return {k: (alpha * style[k].to(v) + (1 - alpha) * v) if v.is_floating_point() else v  # v's device and dtype
             for k, v in orig.items()}
 
 

@@ -51,11 +51,13 @@ def test_analyse_static_and_empty():
 def test_eval_quick_json(tiny_models, capsys):
     p = argparse.ArgumentParser()
     add_eval_args(p)
-    assert eval_command(p.parse_args(["--json", "--quick", "--models", str(tiny_models), "--threads", "2"])) == 0
+    assert eval_command(p.parse_args(["--json", "--quick", "--models", str(tiny_models), "--threads", "2",
+                                      "--device", "cpu"])) == 0
     res = json.loads(capsys.readouterr().out)
     for key in ("text_to_video", "conditioning", "ssr", "multidiffusion", "stylization", "init_ablation",
                 "summary", "met"):
         assert key in res, key
+    assert res["settings"]["device"] == "cpu"
     t2v = res["text_to_video"]
     assert t2v["ground_truth"]["direction_acc"] == 1.0 and t2v["ground_truth"]["colour_acc"] == 1.0
     assert set(t2v) == {"stunet", "framewise_t2i", "ground_truth"}
