@@ -351,3 +351,29 @@ def test_cancel_interrupts_sampling(comfy_server, api_workflows):
     assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
     values = [d["value"] for d in ws.of_type("progress") if d["node"] == sampler_id(p)]
     assert max(values) < 1000
+
+
+def test_video_in_video_out_keeps_the_inputs_frame_rate(comfy_server, api_workflows):
+    """video_to_video writes at the input video's frame rate (here 12 fps; the model's is another), through core
+    Get Video Components -> Create Video."""
+    from fractions import Fraction
+    name = "lumiere_test_12fps.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(comfy_server.base_dir / "input" / name), "w") as out:
+        stream = out.add_stream("libx264", rate=12)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for _ in range(16):
+            frame = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    base = read_config(model_file(comfy_server, model_substitutes()["lumiere_demo_base.safetensors"]))
+    assert base.fps != 12
+    p = with_prefix(json.loads(json.dumps(api_workflows["video_to_video"])), "test/fps")
+    load = next(k for k, n in p.items() if n["class_type"] == "LoadVideo")
+    p[load]["inputs"]["file"] = name
+    entry = comfy_server.run(p)
+    mp4 = [f for f in comfy_server.output_files(entry) if f.suffix == ".mp4"]
+    assert len(mp4) == 1
+    with av.open(str(mp4[0])) as f:
+        assert Fraction(f.streams.video[0].average_rate) == 12
