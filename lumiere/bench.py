@@ -49,7 +49,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=bench_command)
 
 
-SECTIONS = ("memory", "peak", "forward", "train_step", "sampling")
+SECTIONS = ("memory", "peak", "forward", "train_step", "sampling", "train_memory")
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -311,6 +311,69 @@ def measure(model, x, ts, ctx, repeats: int) -> dict:
             "train_peak_mib": round(train_peak / 2 ** 20, 2)}
 
 
+def training_memory_estimate(preset: str = "paper", frames: int | None = None, resolution: int | None = None,
+                             batch: int = 1) -> dict:
+    """Estimated memory of one bf16 training step of a STUNet at full size, computed on the meta device (nothing is
+    allocated, so the paper preset at 80 frames of 128 x 128 is fine on a laptop).
+
+    Activations = the bytes autograd saves for the backward pass (saved-tensor hooks; a tensor and its views
+    counted once). With activation checkpointing per block (`STUNet.activation_checkpointing`) a block keeps only
+    its inputs, and the backward recomputes one block at a time: the outside-block activations + every block's
+    input + the largest block's activations. Weights: the trainable ones fp32 + grads + AdamW's two moments,
+    frozen (T2I) ones bf16. Allocator overhead and workspace are not counted."""
+    import torch
+
+    from .configs import get_preset
+    from .checkpoint import build_model
+
+    cfg = get_preset(preset)
+    t, r = frames or cfg.num_frames, resolution or cfg.resolution
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model.check_num_frames(t)
+    trainable = sum(p.numel() for p in model.temporal_parameters())
+    frozen = sum(p.numel() for p in model.parameters()) - trainable
+    model = model.to(torch.bfloat16)
+    blocks: list[dict] = []
+    outside = {"bytes": 0, "seen": set()}
+    current = [outside]
+
+    def checkpointed(fn, *args):  # attribute what each block saves to it, and note its inputs
+        block = {"bytes": 0, "seen": set(), "inputs": sum(a.nbytes for a in args if torch.is_tensor(a))}
+        blocks.append(block)
+        current.append(block)
+        try:
+            return fn(*args)
+        finally:
+            current.pop()
+
+    def pack(x):
+        owner, base = current[-1], (x._base if x._base is not None else x)
+        if id(base) not in owner["seen"]:
+            owner["seen"].add(id(base))
+            owner["bytes"] += base.nbytes
+        return x
+
+    model._checkpointed = checkpointed
+    x = torch.empty(batch, cfg.unet.in_channels, t, r, r, device="meta", dtype=torch.bfloat16)
+    ctx = torch.empty(batch, cfg.text.max_tokens, cfg.unet.context_dim, device="meta", dtype=torch.bfloat16)
+    for p in model.unet.parameters():
+        p.requires_grad_(False)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        model(x, torch.empty(batch, device="meta"), ctx)
+    gib = 2 ** 30
+    without = outside["bytes"] + sum(b["bytes"] for b in blocks)
+    with_ckpt = outside["bytes"] + sum(b["inputs"] for b in blocks) + max(b["bytes"] for b in blocks)
+    weights = trainable * (4 + 4 + 8) + frozen * 2
+    return {"preset": preset, "frames": t, "resolution": r, "batch": batch, "blocks": len(blocks),
+            "trainable_params": trainable, "frozen_params": frozen,
+            "weights_grads_optimizer_gib": round(weights / gib, 3),
+            "activations_gib": round(without / gib, 3),
+            "activations_checkpointed_gib": round(with_ckpt / gib, 3),
+            "total_gib": round((weights + without) / gib, 3),
+            "total_checkpointed_gib": round((weights + with_ckpt) / gib, 3)}
+
+
 def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | None = None, repeats: int = 5,
               attn_mode: str | None = None, threads: int | None = None, log=None, train_batch: int = 8,
               sections=SECTIONS) -> dict:
@@ -370,6 +433,12 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
         report["train_step"] = train_step_bench(preset, train_batch, max(2, repeats // 2), bf16_peak, log)
     if "sampling" in sections:
         report["sampling"] = sampling_bench(preset, repeats=max(1, repeats // 2), log=log)
+    if "train_memory" in sections:
+        report["train_memory"] = m = training_memory_estimate(preset, max(frames), resolution)
+        if log:
+            log(f"training memory estimate ({preset}, {m['frames']} frames of {m['resolution']}^2, batch 1, bf16): "
+                f"{m['total_gib']} GiB, {m['total_checkpointed_gib']} GiB with activation checkpointing "
+                f"(weights + grads + AdamW {m['weights_grads_optimizer_gib']} GiB)")
     return report
 
 
