@@ -43,7 +43,8 @@ from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, resolve_device, set_threads
 from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
-from .pipeline import SSR_DENOISE, generate, generate_extended, generate_long, upscale
+from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
+                       upscale)
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
@@ -336,7 +337,7 @@ def ground_truth(specs: list[dict], frames: int, size: int, seed: int) -> torch.
 def ssr_ground_truth(specs: list[dict], frames: int, size: int, scale: int, seed: int):
     """The SSR's held-out pairs: (high-res ground truth at size * scale, its area down-sampling to size)."""
     hi = ground_truth(specs, frames, size * scale, seed)
-    return hi, F.interpolate(hi, size=(frames, size, size), mode="area")
+    return hi, downsample_video(hi, scale)
 
 
 def bicubic_video(video: torch.Tensor, scale: int) -> torch.Tensor:
@@ -494,8 +495,7 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
            "denoise": SSR_DENOISE, "psnr_ssr": round(psnr(shipped, hi), 2),
            "psnr_by_denoise": {str(d): round(psnr(v, hi), 2) for d, v in sorted(sweep.items(), reverse=True)},
            "psnr_bicubic": round(psnr(bicubic_video(lo, sc.scale), hi), 2),
-           "psnr_bilinear": round(psnr(F.interpolate(lo, size=(T, s_hi, s_hi), mode="trilinear",
-                                                     align_corners=False), hi), 2)}
+           "psnr_bilinear": round(psnr(upsample_video(lo, sc.scale), hi), 2)}
     res["gain_over_bicubic_db"] = round(res["psnr_ssr"] - res["psnr_bicubic"], 2)
     # disjoint windows (no fusing) vs MultiDiffusion: frame differences around the window boundary
     disjoint = torch.cat([torch.cat([upscale(ssr, lo[i:i + 1, :, k:k + win], run.prompts[i], window=win,

@@ -52,10 +52,23 @@ def encode_text(bundle: LumiereBundle, prompt: str | list[str], negative: str = 
         return bundle.text_encoder.encode(prompts), bundle.text_encoder.encode([negative] * len(prompts))
 
 
+# the SSR's one low-res recipe, shared by training, eval and sampling (train/test parity depends on it): a clip is
+# area down-sampled by `scale` to make the low-res input, which is bilinearly up-sampled back as the conditioning
+def downsample_video(video: torch.Tensor, scale: int) -> torch.Tensor:
+    """Area down-sampling of (b, c, t, h, w) frames by `scale` (how the SSR's low-res inputs are made)."""
+    b, c, t, h, w = video.shape
+    return F.interpolate(video, size=(t, h // scale, w // scale), mode="area")
+
+
 def upsample_video(video: torch.Tensor, scale: int) -> torch.Tensor:
     """Bilinear spatial up-sampling of (b, c, t, h, w) frames (the SSR's conditioning)."""
     b, c, t, h, w = video.shape
     return F.interpolate(video, size=(t, h * scale, w * scale), mode="trilinear", align_corners=False)
+
+
+def ssr_conditioning(hi: torch.Tensor, scale: int) -> torch.Tensor:
+    """The conditioning the SSR is trained with for a high-res clip: down-sampled, then up-sampled back."""
+    return upsample_video(downsample_video(hi, scale), scale)
 
 
 def check_replace_known(replace_known: bool, C, M) -> None:

@@ -12,7 +12,6 @@ import copy
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .. import conditioning as cond_lib
 from ..checkpoint import LumiereBundle, build_bundle, load_model
@@ -21,6 +20,7 @@ from ..data.procedural import VOCAB, ProceduralClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.unet2d import widen_input
+from ..pipeline import ssr_conditioning
 from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
 
@@ -282,10 +282,7 @@ class SSRStage(Stage):
 
     def lowres(self, hi: torch.Tensor) -> torch.Tensor:
         """(b, 3, t, H, W) -> the SSR's conditioning: area down-sampled by `scale`, bilinearly up-sampled back."""
-        s = self.bundle.config.scale
-        b, c, t, H, W = hi.shape
-        lo = F.interpolate(hi, size=(t, H // s, W // s), mode="area")
-        return F.interpolate(lo, size=(t, H, W), mode="trilinear", align_corners=False)
+        return ssr_conditioning(hi, self.bundle.config.scale)
 
     def loss(self, generator):
         x0, caps, _ = self.data.clips(self.batch_size, generator)
