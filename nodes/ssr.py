@@ -65,8 +65,9 @@ class LumiereSSRUpscale(io.ComfyNode):
                 io.Float.Input("denoise", default=SSR_DENOISE, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="Where sampling starts, as core samplers' denoise: 1 = from pure noise; "
                                        "below 1 from the bilinearly up-sampled clip noised to an intermediate "
-                                       "level, so the output stays closer to the input (SDEdit). The default "
-                                       "scored best against true high-res clips with the demo SSR."),
+                                       "level, so the output stays closer to the input (SDEdit). With the "
+                                       "shipped demo SSR, 1.0 scores 0.45 dB higher than the default 0.3 "
+                                       "against true high-res clips."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="Instead of frames: a Lumiere video latent [B, 3, T, H, W] (e.g. the "
                                         "sampler's), whose B videos are upscaled apart (windows never straddle "

@@ -38,8 +38,8 @@ def expected_shape(server, workflow: str) -> tuple[int, int, int]:
         return 16, 32, 32  # the example clip (outpainting: 16x16 + 8 px on each side)
     if workflow == "cinemagraph":
         return base.num_frames, 32, 32  # the example still and mask
-    if workflow in ("loop", "extend", "long_video_prompt_travel"):  # frame counts set in the workflow
-        return {"loop": 32, "extend": 32, "long_video_prompt_travel": 48}[workflow], *(
+    if workflow in ("extend", "long_video_prompt_travel"):  # frame counts set in the workflow
+        return {"extend": 32, "long_video_prompt_travel": 48}[workflow], *(
             (32, 32) if workflow == "extend" else (base.resolution, base.resolution))
     r = base.resolution * (2 if workflow == "text_to_video_ssr" else 1)
     return base.num_frames, r, r
