@@ -20,8 +20,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lu
 
 
 # the library's input names (its errors read "name: expected X, got Y") -> the generate command's flags
-FLAGS = {"threads": "--threads", "device": "--device", "context": "--context", "num_frames": "--frames", "window": "--window",
-         "overlap": "--overlap", "indices": "--keyframe", "prompt schedule": "--prompt", "clip": "--video"}
+FLAGS = {"threads": "--threads", "device": "--device", "context": "--context", "num_frames": "--frames",
+         "window": "--window", "overlap": "--overlap", "indices": "--keyframe", "prompt schedule": "--prompt",
+         "clip": "--video"}
 
 
 def flag_error(e: ValueError) -> ValueError:
@@ -150,11 +151,12 @@ def _keyframes(specs: list[str], t: int, h: int, w: int):
     for spec in specs:
         frame, sep, path = spec.partition("=")
         try:
-            indices.append(int(frame))
+            index = int(frame) if sep and path else None
         except ValueError:
-            raise InputError(f"--keyframe: expected FRAME=PNG (e.g. 0=first.png), got {spec!r}") from None
-        if not sep or not path:
+            index = None
+        if index is None:
             raise InputError(f"--keyframe: expected FRAME=PNG (e.g. 0=first.png), got {spec!r}")
+        indices.append(index)
         images.append(_read("--keyframe", load_image, path, h, w))
     try:
         return conditioning.keyframes(torch.stack(images, dim=2), indices, t)

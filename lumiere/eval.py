@@ -502,14 +502,9 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
                                              steps=steps, seed=run.seed + i, denoise=SSR_DENOISE).cpu()
                                      for k in range(0, T, win)], dim=2) for i in range(n)])
     bounds = list(range(win - 1, T - 1, win))  # transitions win-1 -> win, ...
-
-    def spike(v):
-        d = frame_diffs(v)
-        inner = [d[k] for k in range(len(d)) if k not in bounds]
-        return float(torch.stack([d[k] for k in bounds]).mean() / torch.stack(inner).mean())
-
-    md = {"boundary_transitions": bounds, "spike_ratio_disjoint": round(spike(disjoint), 3),
-          "spike_ratio_multidiffusion": round(spike(shipped), 3), "spike_ratio_ground_truth": round(spike(hi), 3),
+    md = {"boundary_transitions": bounds, "spike_ratio_disjoint": round(boundary_spike(disjoint, bounds), 3),
+          "spike_ratio_multidiffusion": round(boundary_spike(shipped, bounds), 3),
+          "spike_ratio_ground_truth": round(boundary_spike(hi, bounds), 3),
           "psnr_disjoint": round(psnr(disjoint, hi), 2)}
     return res, md
 
@@ -596,7 +591,7 @@ def frames_section(run: EvalRun) -> dict:
               [analyse(x[:, half:], half)["direction"] == s["direction"] for x, s in zip(v, second)]
         a = [analyse(x, LONG_FRAMES) for x in v]
         quarters = [adherence([analyse(x[:, j:j + LONG_FRAMES // 4]) for x in v], specs)["colour_acc"]
-                  for j in (0, LONG_FRAMES - LONG_FRAMES // 4)]
+                    for j in (0, LONG_FRAMES - LONG_FRAMES // 4)]
         res["long"][name] = {"boundary_transitions": bounds, "boundary_spike": round(boundary_spike(v, bounds), 3),
                              "jump_rate": run.jump_rate(v), "segment_direction_acc": round(sum(seg) / len(seg), 4),
                              "size_cv": round(sum(x["size_cv"] for x in a) / n, 4),

@@ -203,8 +203,13 @@ def parse_prompt_schedule(schedule: str | list) -> list[tuple[int, str]]:
 
 
 def segment_at(schedule: list[tuple[int, str]], frame: int) -> int:
-    """Index of the schedule segment that frame `frame` falls in."""
-    return max(i for i, (start, _) in enumerate(schedule) if start <= frame)
+    """Index of the schedule segment that frame `frame` falls in (the first, for frames before every start)."""
+    return max((i for i, (start, _) in enumerate(schedule) if start <= frame), default=0)
+
+
+def window_segment(schedule: list[tuple[int, str]], frames: list[int]) -> int:
+    """Index of the schedule segment a window of frame indices is denoised with: the one its centre frame is in."""
+    return segment_at(schedule, frames[(len(frames) - 1) // 2])
 
 
 @torch.no_grad()
@@ -242,7 +247,7 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     ctx, uctx = (c.to(device) for c in encode_text(bundle, texts, negative))
     denoisers = [Denoiser(net, ctx[i:i + 1], uctx[i:i + 1], None, cfg) for i in range(len(texts))]
     md = MultiDiffusionDenoiser(denoisers[0], window, overlap, fuse, cond=cond, loop=loop,
-                                choose=lambda frames: denoisers[segment_at(schedule, frames[(len(frames) - 1) // 2])])
+                                choose=lambda frames: denoisers[window_segment(schedule, frames)])
     shape = (1, 3, num_frames, h, w)
     den = ReplaceKnown(md, C, M, seeded_noise(shape, seed, device)) if replace_known else md
     sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)

@@ -14,6 +14,14 @@ def frames_to_video(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
     return (frames[..., :3].movedim(-1, 0)[None].float() * 2 - 1).to(mm.intermediate_device())
 
 
+def latent_video(latent: dict, name: str = "latent") -> torch.Tensor:
+    """The videos (B, 3, T, H, W) of a Lumiere video latent, or a ValueError naming the input."""
+    video = latent["samples"]
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise ValueError(f"{name}: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
+    return video
+
+
 def video_to_frames(video: torch.Tensor) -> torch.Tensor:
     """Videos (B, 3, T, H, W) in -1..1 -> IMAGE frames [B*T, H, W, 3] in 0..1 (videos one after another)."""
     frames = ((video.float() + 1) / 2).clamp(0, 1).movedim(1, -1)  # (B, T, H, W, 3)
@@ -78,10 +86,7 @@ class LumiereLatentToFrames(io.ComfyNode):
 
     @classmethod
     def execute(cls, latent) -> io.NodeOutput:
-        video = latent["samples"]
-        if video.ndim != 5 or video.shape[1] != 3:
-            raise ValueError(f"latent: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
-        return io.NodeOutput(video_to_frames(video))
+        return io.NodeOutput(video_to_frames(latent_video(latent)))
 
 
 NODES = [LumiereEmptyVideo, LumiereFramesToLatent, LumiereLatentToFrames]

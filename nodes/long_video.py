@@ -16,7 +16,7 @@ import node_helpers
 from comfy_api.latest import io
 
 from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
-from ..lumiere.pipeline import parse_prompt_schedule, segment_at
+from ..lumiere.pipeline import parse_prompt_schedule, window_segment
 from .comfy_model import SEGMENT_KEY, check_video_shape, lumiere_config, take_frames
 from .sampler import run_sampler, sampling_inputs
 
@@ -29,14 +29,13 @@ def schedule_of(conds: list[dict]) -> list[tuple[int, int]]:
 
 def entries_for_window(conds: list[dict] | None, frames: list[int]) -> list[dict] | None:
     """The cond entries that apply to a window: those without a segment, and those of the segment its centre frame
-    falls in (`pipeline.segment_at`, the library's rule)."""
+    falls in (`pipeline.window_segment`, the library's rule)."""
     if conds is None:
         return None
     schedule = schedule_of(conds)
     if not schedule:
         return conds
-    centre = frames[(len(frames) - 1) // 2]
-    start = schedule[segment_at(schedule, centre)][0] if centre >= schedule[0][0] else schedule[0][0]
+    start = schedule[window_segment(schedule, frames)][0]
     return [c for c in conds if c.get(SEGMENT_KEY, start) == start]
 
 

@@ -12,7 +12,7 @@ from comfy_api.latest import io
 from ..lumiere.multidiffusion import FUSE_METHODS, MultiDiffusionDenoiser, window_starts
 from ..lumiere.pipeline import SSR_DENOISE, upsample_video
 from .comfy_model import COND_KEY, check_video_shape, lumiere_config
-from .latent import frames_to_video, video_to_frames
+from .latent import frames_to_video, latent_video, video_to_frames
 from .sampler import run_sampler, sampling_inputs
 
 
@@ -91,12 +91,7 @@ class LumiereSSRUpscale(io.ComfyNode):
         if (frames is None) == (latent is None):
             raise ValueError("frames/latent: expected exactly one of them (IMAGE frames of one clip, or a video "
                              f"latent), got {'both' if frames is not None else 'neither'}")
-        if latent is not None:
-            video = latent["samples"]
-            if video.ndim != 5 or video.shape[1] != 3:
-                raise ValueError(f"latent: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
-        else:
-            video = frames_to_video(frames)
+        video = latent_video(latent) if latent is not None else frames_to_video(frames)
         lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)
         t = lowres.shape[2]
         window_starts(t, window, overlap)  # ValueError names overlap / window

@@ -136,3 +136,5 @@ def test_folder_dataset_workers_and_rank_shards(tmp_path):
     import pytest
     with pytest.raises(ValueError, match="rank"):
         FolderDataset(tmp_path, rank=2, world=2)
+    with pytest.raises(ValueError, match="data.workers"):
+        FolderDataset(tmp_path, workers=-1)

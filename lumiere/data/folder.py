@@ -78,12 +78,12 @@ class FolderDataset:
         self.cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.wait_seconds = 0.0
         self._pending: dict[int, Future] = {}
+        if workers < 0:
+            raise ValueError(f"data.workers: expected 0 or more decoding threads, got {workers}")
         if workers and cache:
             pool = ThreadPoolExecutor(workers, thread_name_prefix="lumiere-decode")
             self._pending = {i: pool.submit(self._decode, i) for i in range(len(self.files))}
             pool.shutdown(wait=False)  # the queued decodes still run; the threads end when they are done
-        elif workers < 0:
-            raise ValueError(f"data.workers: expected 0 or more decoding threads, got {workers}")
 
     def _decode(self, i: int) -> torch.Tensor:
         return decode_video(self.files[i], self.fps, self.size)
