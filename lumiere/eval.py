@@ -16,6 +16,8 @@ never seen in training):
   the loop seam, the continuity of an extension, and at LONG_FRAMES frames MultiDiffusion windows against
   repeated extension with a two-direction prompt schedule (boundary spike, jumps, drift, direction per segment),
   and the peak memory of a long generation at two lengths;
+- a user's own photo (`camera_section`): image-to-video with a camera prompt ("the camera pans left") on photos
+  never trained on: frame 0 kept, the camera motion read from pixels, the continuation against the true clip;
 - initialization ablation: temporal-stage loss after N steps, identity (the paper) against He-initialized
   temporal resampling convs, same data and noise;
 - stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha, and colour / shape
@@ -47,6 +49,7 @@ from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extende
                        upscale)
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "heldout"  # scripts/fetch_photos.py
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 
 
@@ -194,6 +197,117 @@ def motion_probe(bundle: LumiereBundle, clips: int = 24, steps: int = 20, cfg: f
             "flicker": round(flicker(vids), 4)}
 
 
+# ---- measuring camera motion (the camera clips: `lumiere.data.camera`) ------------------------------------------
+CAMERA_SHIFT_PX, CAMERA_SCALE_STEP = 8, 1.12  # the estimator's search range (px at 32) and zoom step per pair
+CAMERA_CLIPS_PER_PHOTO = 6  # one per camera motion
+
+
+def _warp_candidates(a: torch.Tensor, shifts: int, scales: tuple[float, ...]) -> tuple[torch.Tensor, list]:
+    """Frame a (3, h, w) moved by every integer shift in -shifts..shifts and zoomed by each scale about the centre
+    -> (K, 3, h, w) predictions of a later frame, and the K (dx, dy, scale) they stand for."""
+    _, h, w = a.shape
+    cands = [(dx, dy, s) for s in scales for dy in range(-shifts, shifts + 1) for dx in range(-shifts, shifts + 1)]
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5)
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5)
+    t = torch.tensor(cands, dtype=torch.float32)  # (K, 3)
+    # the later frame at x shows the earlier one at c + (x - c) / s - d (content moved by d, grown by s)
+    src_x = w / 2 + (xs[None] - w / 2) / t[:, 2, None] - t[:, 0, None]  # (K, w)
+    src_y = h / 2 + (ys[None] - h / 2) / t[:, 2, None] - t[:, 1, None]  # (K, h)
+    grid = torch.stack([(src_x / w * 2 - 1)[:, None, :].expand(-1, h, -1),
+                        (src_y / h * 2 - 1)[:, :, None].expand(-1, -1, w)], dim=-1)
+    pred = F.grid_sample(a[None].expand(len(cands), -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+    return pred, cands
+
+
+def camera_motion(video: torch.Tensor) -> dict:
+    """The camera motion of a clip (3, t, h, w), read from pixels: the content's displacement and zoom between
+    frames t/3 apart, by exhaustive search (shifts up to CAMERA_SHIFT_PX at 32 px, zoom steps of
+    CAMERA_SCALE_STEP), compared on the centre of the frame. -> {"motion": one of CAMERA_MOTIONS or "static",
+    "shift_px": (dx, dy) of the content over the clip, "zoom": the content's total growth}."""
+    from .data.camera import CONTENT_MOTION
+    v = video.float().clamp(-1, 1)
+    _, t, h, w = v.shape
+    k = h / 32
+    shifts = max(1, round(CAMERA_SHIFT_PX * k))
+    step = max(1, (t - 1) // 3)
+    m = shifts + max(1, h // 8)  # compare away from the borders the warp smears
+    total_dx = total_dy = 0.0
+    zoom = 1.0
+    for a in range(0, t - step, step):
+        pred, cands = _warp_candidates(v[:, a], shifts, (1 / CAMERA_SCALE_STEP, 1.0, CAMERA_SCALE_STEP))
+        err = (pred[:, :, m:h - m, m:w - m] - v[None, :, a + step, m:h - m, m:w - m]).pow(2).mean(dim=(1, 2, 3))
+        dx, dy, s = cands[int(err.argmin())]
+        total_dx, total_dy, zoom = total_dx + dx, total_dy + dy, zoom * s
+    n_pairs = len(range(0, t - step, step))
+    moved = max(abs(total_dx), abs(total_dy))
+    if moved < 8 * k and zoom >= CAMERA_SCALE_STEP ** max(1, n_pairs - 1) - 1e-6:  # a zoom keeps its centre (pans move >= 10 px)
+        motion = "in"
+    elif moved < 8 * k and zoom <= CAMERA_SCALE_STEP ** -max(1, n_pairs - 1) + 1e-6:
+        motion = "out"
+    elif moved < 2 * k:
+        motion = "static"
+    else:
+        content = (float(math.copysign(1, total_dx)), 0.0) if abs(total_dx) >= abs(total_dy) else \
+            (0.0, float(math.copysign(1, total_dy)))
+        motion = next(cam for cam, vec in CONTENT_MOTION.items() if vec == content)
+    return {"motion": motion, "shift_px": (total_dx / k, total_dy / k), "zoom": round(zoom, 4)}
+
+
+def camera_clips(photos: str | Path | None, size: int, frames: int, seed: int, per_source: int = CAMERA_CLIPS_PER_PHOTO):
+    """Held-out camera clips: `per_source` camera motions (all six at the default) over each held-out photo (or,
+    without photos, over 4 seeded textures), the motions rotating over the sources -> (video (n, 3, t, s, s),
+    captions, specs)."""
+    from .data.camera import CAMERA_MOTIONS, CameraClips, camera_caption, procedural_texture
+    from .data.camera import SOURCE_SCALE
+    folder = Path(photos) if photos else None
+    data = CameraClips(size=size, frames=frames, photos=folder if folder and folder.is_dir() else None)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    n_sources = len(data.files) or 4
+    vids, specs = [], []
+    for j in range(n_sources):
+        src = data.photo(j, size) if data.files else procedural_texture(g, math.ceil(size * SOURCE_SCALE))
+        name = data.files[j].name if data.files else f"texture{j}"
+        for i in range(per_source):
+            motion = CAMERA_MOTIONS[(i + j) % len(CAMERA_MOTIONS)]
+            u = torch.rand(4, generator=g)
+            vids.append(data.render(src, motion, u, frames, size, flip=False))
+            specs.append({"camera": motion, "source": name})
+    return torch.stack(vids), [camera_caption(s["camera"]) for s in specs], specs
+
+
+def camera_figures(videos: torch.Tensor, gt: torch.Tensor, specs: list[dict]) -> dict:
+    """Direction accuracy (6 motions), frame-0 PSNR, and the continuation's PSNR against the true clip next to
+    the frozen first frame's (a model that moves the right way beats the still frame)."""
+    reads = [camera_motion(v)["motion"] for v in videos]
+    still = gt[:, :, :1].expand_as(gt)
+    return {"direction_acc": round(sum(r == s["camera"] for r, s in zip(reads, specs)) / len(specs), 4),
+            "static": round(sum(r == "static" for r in reads) / len(reads), 4),
+            "frame0_psnr": round(psnr(videos[:, :, 0], gt[:, :, 0]), 2),
+            "continuation_psnr": round(psnr(videos[:, :, 1:], gt[:, :, 1:]), 2),
+            "still_frame_psnr": round(psnr(still[:, :, 1:], gt[:, :, 1:]), 2),
+            "reads": reads}
+
+
+def camera_probe(bundle: LumiereBundle, photos: str | Path | None = None, steps: int = 20, cfg: float = 4.0,
+                 seed: int = 0, batch: int = 4, per_source: int = CAMERA_CLIPS_PER_PHOTO) -> dict:
+    """Image-to-video on held-out camera clips (the model's own output, no replacement): the training probe of
+    the camera motions."""
+    c = bundle.config
+    gt, prompts, specs = camera_clips(photos, c.resolution, c.num_frames, seed, per_source)
+    C, M = cond_lib.image_to_video(gt[:, :, 0], c.num_frames)
+    was_training = bundle.model.training
+    bundle.model.eval()
+    try:
+        vids = torch.cat(run_batches(lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i,
+                                                           C=C[i:i + len(p)], M=M[i:i + len(p)]).cpu(),
+                                     prompts, batch))
+    finally:
+        bundle.model.train(was_training)
+    figs = camera_figures(vids, gt, specs)
+    return {f"camera_{k}": v for k, v in figs.items() if k != "reads"} | {"camera_clips": len(specs)}
+
+
 def flicker(video: torch.Tensor) -> float:
     """Mean |frame[t+1] - frame[t]| in 0..1 units.  video (b, 3, t, h, w) or (3, t, h, w)"""
     v = (video.float().clamp(-1, 1) + 1) / 2
@@ -262,6 +376,9 @@ TARGETS: tuple[Figure, ...] = (
     Figure("stylized_shape_drop", "stylization.shape_drop_max", "<=", 0.10),
     Figure("style_monotonic", "stylization.monotonic", "==", True),
     Figure("md_spike", "multidiffusion.spike_ratio_multidiffusion", "<=", 1.2),
+    Figure("camera_direction_acc", "camera.model.direction_acc", ">=", 0.80),
+    Figure("camera_direction_acc_replaced", "camera.replaced.direction_acc", ">=", 0.80),
+    Figure("camera_frame0_psnr", "camera.model.frame0_psnr", ">=", 30.0),
     Figure("loop_seam_ratio", "frames.loop.seam_ratio_loop", "<=", 1.2),
     Figure("long_md_spike", "frames.long.multidiffusion.boundary_spike", "<=", 1.2),
     Figure("long_extension_spike", "frames.long.extension.boundary_spike", "<=", 1.2),
@@ -296,6 +413,9 @@ REFERENCES: tuple[Figure, ...] = (
     Figure("long_md_jump_rate", "frames.long.multidiffusion.jump_rate"),
     Figure("long_extension_jump_rate", "frames.long.extension.jump_rate"),
     Figure("long_peak_memory_mb", "frames.memory.peak_mb"),
+    Figure("camera_continuation_psnr", "camera.replaced.continuation_psnr"),
+    Figure("camera_still_frame_psnr", "camera.replaced.still_frame_psnr"),
+    Figure("camera_direction_acc_ground_truth", "camera.ground_truth.direction_acc"),
 )
 
 
@@ -383,6 +503,7 @@ class EvalRun:
     cfg: float = 4.0
     batch: int = 4
     videos: dict = field(default_factory=dict)  # sections' outputs other sections reuse
+    photos: Path | None = None  # the camera section's held-out photos
 
     @property
     def frames(self) -> int:
@@ -650,11 +771,32 @@ def stylization_section(run: EvalRun) -> dict:
             "ground_truth": round(style_statistic(run.gt[:n]), 4)}
 
 
-SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "init_ablation")
+def camera_section(run: EvalRun) -> dict:
+    """A user's own photo: image-to-video with a camera prompt on held-out photos (`run.photos`; seeded textures
+    where the folder is missing), each camera motion once per photo, both ways (the model's own output and with
+    known-pixel replacement). Ground truth validates the motion reader."""
+    per_source = 1 if run.quick else CAMERA_CLIPS_PER_PHOTO
+    gt, prompts, specs = camera_clips(run.photos, run.size, run.frames, run.seed, per_source)
+    if run.quick:
+        gt, prompts, specs = gt[:2], prompts[:2], specs[:2]
+    run.log(f"[eval] camera motion over {len({s['source'] for s in specs})} held-out images: {len(specs)} clips")
+    C, M = cond_lib.image_to_video(gt[:, :, 0], run.frames)
+    out = {"photos": str(run.photos) if run.photos and Path(run.photos).is_dir() else "procedural textures",
+           "clips": len(specs), "ground_truth": {k: v for k, v in camera_figures(gt, gt, specs).items()
+                                                 if k in ("direction_acc", "still_frame_psnr")}}
+    for key, replace in (("model", False), ("replaced", True)):
+        v = run.gen_all(run.base, prompts, C=C, M=M, replace_known=replace)
+        run.videos[f"camera_{key}"] = v
+        out[key] = camera_figures(v, gt, specs)
+    return out
+
+
+SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "init_ablation")
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
-             log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu") -> dict:
+             log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu",
+             photos: str | Path | None = DEFAULT_PHOTOS) -> dict:
     """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
     faster on CPU) on `device` (the models are moved there; measurements are made on CPU copies)."""
     unknown = [x for x in sections if x not in SECTIONS]
@@ -663,13 +805,14 @@ def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int
     set_threads(threads)
     device = resolve_device(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device)
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos)
     res["settings"]["device"] = str(device)
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
-def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device) -> dict:
+def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device,
+              photos) -> dict:
     models = Path(models)
     t_start = time.time()
     base = load_model(models / BASE, device)
@@ -679,7 +822,7 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
         specs = specs[:2]
     prompts = [caption(**s) for s in specs]
     run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
-                  steps=4 if quick else 20, device=device)
+                  steps=4 if quick else 20, device=device, photos=Path(photos) if photos else None)
     res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
     res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
                        "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
@@ -700,6 +843,8 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
                               else {"missing": str(models / STYLE)})
     if "frames" in sections:
         res["frames"] = frames_section(run)
+    if "camera" in sections:
+        res["camera"] = camera_section(run)
     if "init_ablation" in sections:
         log("[eval] init ablation")
         res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
@@ -744,6 +889,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--per-combo", type=int, default=2, help="clips per held-out combo (12 combos)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                         help="what to measure (default: all)")
+    parser.add_argument("--photos", default=str(DEFAULT_PHOTOS),
+                        help="the camera section's held-out photos (scripts/fetch_photos.py; missing: textures)")
     add_threads_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -752,7 +899,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def eval_command(args: argparse.Namespace) -> int:
     res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
-                   bf16=not args.fp32, sections=args.sections, device=args.device,
+                   bf16=not args.fp32, sections=args.sections, device=args.device, photos=args.photos,
                    log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:

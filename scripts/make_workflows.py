@@ -31,6 +31,9 @@ INPUTS = WORKFLOWS / "inputs"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
 LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion: the second keyframe
+# a photo never trained on (scikit-image's "chelsea", CC0 by Stefan van der Walt; centre crop, 96 px), committed
+# as is: write_inputs does not regenerate it
+PHOTO = "lumiere_example_photo.png"
 # The pack copies the example inputs into ComfyUI's temp folder at start-up (it never writes to input/); core
 # LoadImage/LoadVideo read "name [temp]".
 IN_TEMP = " [temp]"
@@ -169,6 +172,10 @@ def graphs() -> dict[str, dict]:
         g["7"]["inputs"]["fps"] = ["21", 2]
         if audio:
             g["7"]["inputs"]["audio"] = ["21", 1]
+    # a user's photo: centre-cropped to the model's size, animated by a camera prompt, frame 0 kept exactly
+    photo = {"20": node("LoadImage", "Your photo", image=PHOTO + IN_TEMP),
+             "21": node("ImageScale", image=["20", 0], upscale_method="area", width=["1", 3], height=["1", 4],
+                        crop="center")}
     return {
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,
@@ -185,6 +192,8 @@ def graphs() -> dict[str, dict]:
         "loop": loop,
         "extend": extend,
         "long_video_prompt_travel": travel,
+        "photo_to_video": conditioned("the camera pans right", "photo_to_video", "image_to_video", ["21", 0],
+                                      extra=photo),
     }
 
 

@@ -52,9 +52,9 @@ def test_eval_quick_json(tiny_models, capsys):
     p = argparse.ArgumentParser()
     add_eval_args(p)
     assert eval_command(p.parse_args(["--json", "--quick", "--models", str(tiny_models), "--threads", "2",
-                                      "--device", "cpu"])) == 0
+                                      "--device", "cpu", "--photos", str(tiny_models / "no-photos")])) == 0
     res = json.loads(capsys.readouterr().out)
-    for key in ("text_to_video", "conditioning", "ssr", "multidiffusion", "stylization", "init_ablation",
+    for key in ("text_to_video", "conditioning", "ssr", "multidiffusion", "stylization", "camera", "init_ablation",
                 "summary", "met"):
         assert key in res, key
     assert res["settings"]["device"] == "cpu"
@@ -82,6 +82,9 @@ def test_eval_quick_json(tiny_models, capsys):
     small, large = fr["memory"]["peak_mb"]
     assert large < 2 * small  # 4x the frames, not 4x the memory
     assert "loop_seam_ratio" in res["met"] and "long_md_spike" in res["summary"]
+    cam = res["camera"]  # no photos folder given here: seeded textures; the reader is right on the ground truth
+    assert cam["ground_truth"]["direction_acc"] == 1.0 and cam["replaced"]["frame0_psnr"] == 100.0
+    assert cam["model"]["frame0_psnr"] < 100 and len(cam["model"]["reads"]) == cam["clips"] == 2
     st = res["stylization"]
     assert set(st["accuracy"]) == {"0.0", "0.5", "0.75"} and "colour_drop_max" in st
     # summary / met come from the one table: every target is there (all sections ran)

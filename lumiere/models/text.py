@@ -77,3 +77,22 @@ class TextEncoder(nn.Module):
         """Prompts -> context (b, max_tokens, width). The empty prompt is the unconditional context."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         return self(self.tokenize(prompts))
+
+
+def extend_vocab(encoder: TextEncoder, words: tuple[str, ...] | list[str], generator: torch.Generator) -> list[str]:
+    """Add the words the encoder lacks to its vocabulary (in place; `encoder.cfg.vocab` follows, so a checkpoint
+    keeps them). A new word's embedding is the mean of the old ones plus noise of their spread, seeded; the
+    old words keep theirs exactly. Returns the words added."""
+    new = [w for w in words if w not in encoder.tokenizer.index]
+    if not new:
+        return []
+    old = encoder.token_embedding.weight.detach()
+    rows = old.float().mean(0) + old.float().std(0) * torch.randn(len(new), old.shape[1], generator=generator)
+    emb = nn.Embedding(old.shape[0] + len(new), old.shape[1]).to(old.device, old.dtype)
+    with torch.no_grad():
+        emb.weight.copy_(torch.cat([old, rows.to(old.device, old.dtype)]))
+    emb.weight.requires_grad_(encoder.token_embedding.weight.requires_grad)
+    encoder.token_embedding = emb
+    encoder.cfg.vocab = tuple(encoder.cfg.vocab) + tuple(new)
+    encoder.tokenizer = WordTokenizer(encoder.cfg.vocab, encoder.cfg.max_tokens)
+    return new

@@ -24,6 +24,11 @@ def _key(default, meaning: str, **kw):
 @dataclass
 class DataSpec:
     kind: str = _key("procedural", "`procedural` (seeded captioned shapes) or `folder` (videos + .txt captions)")
+    camera: float = _key(0.0, "the fraction of clips that are camera motion over still images (`lumiere.data.camera`: "
+                              "pans and zooms, \"the camera pans left\"); their words join the text encoder's "
+                              "vocabulary")
+    photos: str = _key("", "camera: a folder of images (`scripts/fetch_photos.py`; empty: procedural textures only)")
+    textures: float = _key(0.5, "camera: the fraction of camera clips over procedural textures when `photos` is set")
     split: str = _key("train", "procedural: `train` (60 combos), `heldout` (the 12 evaluation combos) or `all`")
     speed: tuple[float, float] = _key((1.4, 2.0), "procedural: (min, max) px/frame at 32 px")
     radius: tuple[float, float] = _key((4.0, 6.0), "procedural: (min, max) object half-size at 32 px")
@@ -49,6 +54,8 @@ class TrainSpec:
     tasks: dict = _key(None, "conditioning mixture weights over `text`, `image_to_video`, `inpaint`, `outpaint`, "
                              "`cinemagraph`, `keyframes`, `extend` (empty: text-to-video, 3 input channels)",
                        factory=dict)
+    camera_tasks: dict = _key(None, "the task mixture of the camera clips (`data.camera`; empty: `tasks`)",
+                              factory=dict)
     train_conv_in: bool = _key(True, "with `tasks`: also train the (widened) input conv")
     unfreeze: list = _key(None, "T2I parameter-name prefixes also fine-tuned (a documented deviation from the "
                                 "paper's frozen T2I), at `lr * lr_t2i_scale`", factory=list)

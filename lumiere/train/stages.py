@@ -16,9 +16,11 @@ import torch
 from .. import conditioning as cond_lib
 from ..checkpoint import LumiereBundle, build_bundle, load_model
 from ..configs import ModelConfig, get_preset
+from ..data.camera import CAMERA_VOCAB, CameraClips, MixedClips
 from ..data.procedural import VOCAB, ProceduralClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
+from ..models.text import extend_vocab
 from ..models.unet2d import widen_input
 from ..pipeline import ssr_conditioning
 from ..data.style import style_transform
@@ -43,6 +45,17 @@ def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
 
 
 def make_dataset(data: DataSpec, frames: int, size: int, fps: float = 8):
+    """The spec's clips; with `data.camera` > 0 a mixture with camera-motion clips over still images."""
+    base = _base_dataset(data, frames, size, fps)
+    if not data.camera:
+        return base
+    if not 0.0 < data.camera <= 1.0:
+        raise ValueError(f"data.camera: expected a fraction in 0..1, got {data.camera}")
+    camera = CameraClips(size=size, frames=frames, photos=data.photos or None, textures=data.textures)
+    return camera if data.camera == 1.0 else MixedClips([(base, 1.0 - data.camera), (camera, data.camera)])
+
+
+def _base_dataset(data: DataSpec, frames: int, size: int, fps: float):
     if data.kind == "procedural":
         return ProceduralClips(size=size, frames=frames, split=data.split, speed=data.speed, radius=data.radius,
                                bounce=data.bounce)
@@ -100,6 +113,8 @@ def _base_config(spec: TrainSpec) -> ModelConfig:
     cfg = apply_overrides(get_preset(spec.model_preset), spec.model)
     if not cfg.text.vocab:
         cfg.text.vocab = tuple(VOCAB) if spec.data.kind == "procedural" else folder_vocab(spec.data.path)
+        if spec.data.camera:
+            cfg.text.vocab += tuple(w for w in CAMERA_VOCAB if w not in cfg.text.vocab)
     return cfg
 
 
@@ -173,10 +188,16 @@ class TemporalStage(Stage):
         super().__init__(spec)
         init = _load_init(spec, init_bundle)
         model, cfg = _inflate_from(spec, init)
-        self.tasks = spec.tasks
-        unknown = [k for k in self.tasks if k not in TASKS]
-        if unknown:
-            raise ValueError(f"tasks: unknown task {unknown[0]!r}; expected some of {TASKS}")
+        self.tasks, self.camera_tasks = spec.tasks, spec.camera_tasks or spec.tasks
+        for key, mix in (("tasks", self.tasks), ("camera_tasks", self.camera_tasks)):
+            unknown = [k for k in mix if k not in TASKS]
+            if unknown:
+                raise ValueError(f"{key}: unknown task {unknown[0]!r}; expected some of {TASKS}")
+        if spec.camera_tasks and not spec.tasks:
+            raise ValueError("camera_tasks: expected `tasks` too (the mixture of the other clips)")
+        if spec.data.camera and init.text_encoder is not None:  # the camera captions' words, seeded
+            extend_vocab(init.text_encoder, CAMERA_VOCAB, torch.Generator().manual_seed(spec.seed))
+            cfg.text.vocab = init.text_encoder.cfg.vocab
         if self.tasks:
             if model.unet.cfg.in_channels != 7:
                 widen_input(model.unet, 7)
@@ -205,15 +226,20 @@ class TemporalStage(Stage):
             [spec.lr_t2i_scale] * len(self.extra)
         self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
 
-    def make_cond(self, x0: torch.Tensor, generator: torch.Generator):
-        """A <C, M> per clip from the task mixture (weights `tasks`)."""
+    def make_cond(self, x0: torch.Tensor, generator: torch.Generator, specs: list[dict] | None = None):
+        """A <C, M> per clip from the task mixture (weights `tasks`; `camera_tasks` for camera clips)."""
         b, _, t, h, w = x0.shape
-        names = list(self.tasks)
-        probs = torch.tensor([float(self.tasks[k]) for k in names])
-        pick = torch.multinomial(probs, b, replacement=True, generator=generator).tolist()
+
+        def draw(mix: dict) -> list[str]:
+            names = list(mix)
+            probs = torch.tensor([float(mix[k]) for k in names])
+            return [names[k] for k in torch.multinomial(probs, b, replacement=True, generator=generator).tolist()]
+        tasks = draw(self.tasks)
+        if self.camera_tasks is not self.tasks:
+            camera = draw(self.camera_tasks)
+            tasks = [camera[i] if specs and "camera" in specs[i] else tasks[i] for i in range(b)]
         C, M = torch.zeros(b, 3, t, h, w), torch.zeros(b, 1, t, h, w)
-        for i, k in enumerate(pick):
-            task = names[k]
+        for i, task in enumerate(tasks):
             u = torch.rand(4, generator=generator)
             if task == "text":
                 continue
@@ -246,9 +272,9 @@ class TemporalStage(Stage):
         return cond_lib.pack(C, M)
 
     def loss(self, generator):
-        x0, caps, _ = self.data.clips(self.batch_size, generator)
+        x0, caps, specs = self.data.clips(self.batch_size, generator)
         ctx = self.context(caps, generator)
-        cond = self.make_cond(x0, generator) if self.tasks else None
+        cond = self.make_cond(x0, generator, specs) if self.tasks else None
         t = self.noise_levels(x0.shape[0], generator)
         noise = torch.randn(x0.shape, generator=generator)
         x0, t, noise, cond = self.to_dev(x0, t, noise, cond)

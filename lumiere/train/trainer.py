@@ -245,14 +245,20 @@ class Trainer:
     def probe(self) -> dict:
         """The held-out motion probe (`lumiere.eval.motion_probe`) on the EMA weights, logged to train.jsonl.
 
-        Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; its time is not counted as training time."""
-        from ..eval import motion_probe
+        Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; with `"camera_photos": DIR` (a folder of held-out
+        images, or "" for seeded textures) also the camera probe (`lumiere.eval.camera_probe`, image-to-video).
+        Its time is not counted as training time."""
+        from ..eval import camera_probe, motion_probe
         opts = dict(self.spec.probe)
+        photos = opts.pop("camera_photos", None)
         t0 = time.time()
         bf16 = self.spec.bf16
         with self.ema_weights(), torch.no_grad(), \
                 (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()):
             res = motion_probe(self.stage.bundle, **opts)
+            if photos is not None:
+                res.update(camera_probe(self.stage.bundle, photos or None,
+                                        **{k: v for k, v in opts.items() if k in ("steps", "cfg", "seed")}))
         rec = {"event": "probe", "step": self.step, "train_min": round(self.train_seconds / 60, 2), **res,
                "probe_seconds": round(time.time() - t0, 1)}
         self.log(rec)

@@ -20,7 +20,8 @@ from ws import WsListener
 NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSSRUpscale", "LumiereStylize",
             "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
-           "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel"]
+           "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel",
+           "photo_to_video"]
 
 
 def model_file(server, name: str):
