@@ -25,6 +25,7 @@ from comfy.sd1_clip import ClipTokenWeightEncoder, escape_important, token_weigh
 from ..lumiere.checkpoint import build_model, load_state, load_state_into
 from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
+from ..lumiere.memory import format_bytes, sampling_memory_estimate
 from ..lumiere.models.stunet import STUNet
 from ..lumiere.models.unet2d import check_spatial_size
 from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, WordTokenizer, split_words
@@ -168,6 +169,21 @@ def check_video_shape(model, shape, name: str) -> None:
     if isinstance(net, STUNet):  # the model's own checks, naming the ComfyUI input
         net.check_num_frames(t, name)
     check_spatial_size(h, w, (net.unet if isinstance(net, STUNet) else net).cfg.num_levels, name)
+
+
+def check_memory(model, shape, name: str, fix: str, frames_total: int | None = None) -> None:
+    """Refuse, before anything large is allocated, a sampling whose estimated memory (`lumiere.memory`: one step's
+    activations at shape `shape` (b, 3, t, h, w) with classifier-free guidance, plus the sampler's copies of the
+    whole latent of `frames_total` frames) exceeds what the device has free; the error names the input, both
+    figures and `fix`."""
+    cfg = lumiere_config(model)
+    dtype = model.model.get_dtype()
+    need = sampling_memory_estimate(cfg, tuple(shape), dtype=dtype if dtype.is_floating_point else torch.float32,
+                                    latent_frames=frames_total)
+    free = mm.get_free_memory(model.load_device)
+    if need > free:
+        raise ValueError(f"{name}: expected a video whose sampling fits the {format_bytes(free)} free on "
+                         f"{model.load_device}, got {list(shape)} needing about {format_bytes(need)}; {fix}")
 
 
 WEIGHT_DTYPES = ("default",) + tuple(PRECISIONS)  # "default": ComfyUI's choice for the device

@@ -16,7 +16,7 @@ from comfy_api.latest import io
 
 from ..lumiere import conditioning as recipes
 from .comfy_model import COND_KEY
-from .latent import frames_to_video
+from .latent import check_latent_memory, frames_to_video
 
 MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
 
@@ -169,6 +169,10 @@ class LumiereConditioning(io.ComfyNode):
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
                 pad_bottom=0, replace_known=True, indices="0, -1", width=0, height=0) -> io.NodeOutput:
         image, mask = fit_inputs(image, mask, mode, frames, width, height)
+        if image is not None and image.ndim == 4:
+            check_latent_memory((1, 3, frames, image.shape[1] + pad_top + pad_bottom,
+                                 image.shape[2] + pad_left + pad_right), "image",
+                                "fit it to the model: set width / height (the Lumiere Loader's outputs)")
         C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom), indices)
         cond = recipes.pack(C, M).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})

@@ -1,10 +1,14 @@
 """Video latents in pixel space: empty video, frames <-> latent (so SDEdit video-to-video needs no VAE)."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 import comfy.model_management as mm
 from comfy_api.latest import io
+
+from ..lumiere.memory import SAMPLER_COPIES, format_bytes
 
 
 def frames_to_video(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
@@ -20,6 +24,16 @@ def latent_video(latent: dict, name: str = "latent") -> torch.Tensor:
     if video.ndim != 5 or video.shape[1] != 3:
         raise ValueError(f"{name}: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
     return video
+
+
+def check_latent_memory(shape, name: str, fix: str) -> None:
+    """Refuse, before it is made, a video latent that could never be sampled here: the sampler's own fp32 copies
+    of it (`lumiere.memory.SAMPLER_COPIES`) would not fit the memory free on the sampling device."""
+    need = SAMPLER_COPIES * math.prod(shape) * 4
+    free = mm.get_free_memory(mm.get_torch_device())
+    if need > free:
+        raise ValueError(f"{name}: expected a video that fits the {format_bytes(free)} free, got {list(shape)} "
+                         f"(its sampling alone needs {format_bytes(need)}); {fix}")
 
 
 def video_to_frames(video: torch.Tensor) -> torch.Tensor:
@@ -49,6 +63,8 @@ class LumiereEmptyVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, width, height, batch_size=1) -> io.NodeOutput:
+        check_latent_memory((batch_size, 3, frames, height, width), "width/height/frames",
+                            "use the model's size and frames (the Lumiere Loader's outputs)")
         samples = torch.zeros(batch_size, 3, frames, height, width, device=mm.intermediate_device())
         return io.NodeOutput({"samples": samples})
 

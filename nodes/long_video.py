@@ -17,7 +17,7 @@ from comfy_api.latest import io
 
 from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
 from ..lumiere.pipeline import parse_prompt_schedule, window_segment
-from .comfy_model import SEGMENT_KEY, check_video_shape, lumiere_config, take_frames
+from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape, lumiere_config, take_frames
 from .sampler import run_sampler, sampling_inputs
 
 
@@ -135,8 +135,12 @@ class LumiereLongSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, window=0,
                 overlap=0, fuse="ramped", loop=False) -> io.NodeOutput:
         frames = latent["samples"].shape[2]
-        check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        shape = tuple(latent["samples"].shape)
+        check_video_shape(model, shape, "latent")
         window, overlap = resolve_windows(model, frames, window, overlap, loop)
+        check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",
+                     "fit the frames to the model (width / height on Lumiere Conditioning or Lumiere Empty Video) or "
+                     "use a shorter window", frames_total=frames)
         m = model.clone()
         m.model_options["context_handler"] = LumiereWindows(window, overlap, fuse, loop)
         samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative)

@@ -11,7 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
-from .comfy_model import SEGMENT_KEY, check_video_shape
+from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape
 
 
 def sampling_callback(model, steps: int):
@@ -25,6 +25,10 @@ def sampling_callback(model, steps: int):
         core(step, x0, x, total_steps)
 
     return callback
+
+
+FIT_HINT = ("fit the video to the model (width / height / frames on Lumiere Conditioning or Lumiere Empty Video), "
+            "or sample long videos with the Lumiere Long Video Sampler")
 
 
 def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, positive, negative, denoise=1.0):
@@ -92,6 +96,7 @@ class LumiereSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 denoise=1.0) -> io.NodeOutput:
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        check_memory(model, tuple(latent["samples"].shape), "latent", FIT_HINT)
         if len({c[1][SEGMENT_KEY] for c in positive if SEGMENT_KEY in c[1]}) > 1:
             raise ValueError("positive: a prompt schedule (Lumiere Prompt Schedule) changes the prompt between "
                              "windows; sample it with the Lumiere Long Video Sampler")

@@ -11,7 +11,7 @@ from comfy_api.latest import io
 
 from ..lumiere.multidiffusion import FUSE_METHODS, MultiDiffusionDenoiser, window_starts
 from ..lumiere.pipeline import SSR_DENOISE, upsample_video
-from .comfy_model import COND_KEY, check_video_shape, lumiere_config
+from .comfy_model import COND_KEY, check_memory, check_video_shape, lumiere_config
 from .latent import frames_to_video, latent_video, video_to_frames
 from .sampler import run_sampler, sampling_inputs
 
@@ -92,10 +92,12 @@ class LumiereSSRUpscale(io.ComfyNode):
             raise ValueError("frames/latent: expected exactly one of them (IMAGE frames of one clip, or a video "
                              f"latent), got {'both' if frames is not None else 'neither'}")
         video = latent_video(latent) if latent is not None else frames_to_video(frames)
-        lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)
-        t = lowres.shape[2]
+        b, _, t, h, w = video.shape
         window_starts(t, window, overlap)  # ValueError names overlap / window
-        check_video_shape(model, (1, 3, min(window, t), *lowres.shape[3:]), "window")
+        check_video_shape(model, (1, 3, min(window, t), h * scale, w * scale), "window")
+        check_memory(model, (b, 3, min(window, t), h * scale, w * scale), "frames" if latent is None else "latent",
+                     "upscale fewer or smaller frames, or use a shorter window", frames_total=t)
+        lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: lowres})
         negative = node_helpers.conditioning_set_values(negative, {COND_KEY: lowres})
         m = model.clone()

@@ -139,6 +139,21 @@ def test_sampler_rejects_bad_latents(n, loaded, shape, words):
         assert w in str(e.value)
 
 
+def test_work_that_cannot_fit_is_refused_before_it_is_allocated(n, loaded):
+    """Estimated from the shapes (lumiere.memory) against the memory ComfyUI reports free; the inputs here are
+    broadcast views, so nothing large exists even for the moment of the call."""
+    big = torch.zeros(1, 3, 1, 1, 1).expand(1, 3, 16, 8192, 8192)
+    with pytest.raises(ValueError, match=r"latent: expected a video whose sampling fits the .* free on .*, got "
+                                         r"\[1, 3, 16, 8192, 8192\] needing about .* GiB; fit the video"):
+        sample(n, loaded, {"samples": big})
+    with pytest.raises(ValueError, match=r"width/height/frames: expected a video that fits the .* free"):
+        n.latent.LumiereEmptyVideo.execute(4096, 8192, 8192, 64)
+    image = torch.zeros(1, 1, 1, 3).expand(1, 16384, 16384, 3)
+    with pytest.raises(ValueError, match=r"image: expected a video that fits .*; fit it to the model"):
+        condition(n, loaded, "image_to_video", image=image, frames=64)
+    assert sample(n, loaded, {"samples": torch.zeros(1, 3, 8, 16, 16)})["samples"].shape == (1, 3, 8, 16, 16)
+
+
 def test_sampler_rejects_other_models(n, loaded):
     clone = loaded[0].clone()
     clone.model = torch.nn.Linear(1, 1)
