@@ -34,6 +34,10 @@ LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion
 # a photo never trained on (scikit-image's "chelsea", CC0 by Stefan van der Walt; centre crop, 96 px), committed
 # as is: write_inputs does not regenerate it
 PHOTO = "lumiere_example_photo.png"
+# the external-text-encoder route needs the user's files (none ship): a Lumiere checkpoint trained on a core text
+# encoder's embeddings (scripts/embed_captions.py), and that encoder; its thumbnail is a card, not a render
+EXTERNAL, TEXT_ENCODER = "lumiere_external_base.safetensors", "clip_l.safetensors"
+NEEDS_USER_MODELS = ("external_text_encoder",)
 # The pack copies the example inputs into ComfyUI's temp folder at start-up (it never writes to input/); core
 # LoadImage/LoadVideo read "name [temp]".
 IN_TEMP = " [temp]"
@@ -176,6 +180,12 @@ def graphs() -> dict[str, dict]:
     photo = {"20": node("LoadImage", "Your photo", image=PHOTO + IN_TEMP),
              "21": node("ImageScale", image=["20", 0], upscale_method="area", width=["1", 3], height=["1", 4],
                         crop="center")}
+    external = base_graph("a red circle moving right on gray", "external_text_encoder")
+    external["1"]["inputs"]["ckpt_name"] = EXTERNAL
+    external["30"] = node("CLIPLoader", "Your text encoder (the one the model was trained on)",
+                          clip_name=TEXT_ENCODER, type="stable_diffusion")
+    for k in ("2", "3"):  # the negative "" is the encoder's empty prompt: the model's unconditional context
+        external[k]["inputs"]["clip"] = ["30", 0]
     return {
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,
@@ -194,11 +204,28 @@ def graphs() -> dict[str, dict]:
         "long_video_prompt_travel": travel,
         "photo_to_video": conditioned("the camera pans right", "photo_to_video", "image_to_video", ["21", 0],
                                       extra=photo),
+        "external_text_encoder": external,
     }
+
+
+def write_cards() -> None:
+    """A thumbnail card for each workflow that needs the user's own models (it cannot be rendered here)."""
+    from PIL import Image, ImageDraw
+    lines = {"external_text_encoder": ["Lumiere with your", "own text encoder", "", "Load CLIP -> CLIP Text",
+                                       "Encode -> Lumiere Sampler", "", "needs: a checkpoint trained", "on that encoder's",
+                                       "embeddings (embed_captions.py)"]}
+    for name in NEEDS_USER_MODELS:
+        img = Image.new("RGB", (256, 256), (24, 28, 40))
+        draw = ImageDraw.Draw(img)
+        draw.rectangle((8, 8, 247, 247), outline=(230, 180, 60), width=3)
+        for i, text in enumerate(lines[name]):
+            draw.text((22, 30 + 22 * i), text, fill=(240, 240, 240))
+        img.save(WORKFLOWS / f"{name}.jpg", quality=90)
 
 
 def main() -> None:
     write_inputs()
+    write_cards()
     with tempfile.TemporaryDirectory() as tmp, ComfyServer() as server:
         files = []
         for name, g in graphs().items():

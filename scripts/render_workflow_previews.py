@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfy_harness import ComfyServer, workflow_to_api  # noqa: E402
+from make_workflows import NEEDS_USER_MODELS  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 HEIGHT = 128  # the demo clips are 32-64 px: scale up (nearest) so they are visible on a page
@@ -39,7 +40,7 @@ def main() -> None:
         info = server.object_info()
         names = set(sys.argv[1:])
         for path in sorted((ROOT / "workflows").glob("*.json")):
-            if names and path.stem not in names:
+            if (names and path.stem not in names) or path.stem in NEEDS_USER_MODELS:  # those have a card
                 continue
             prompt = workflow_to_api(json.loads(path.read_text()), info)
             create = next(n for n in prompt.values() if n["class_type"] == "CreateVideo")

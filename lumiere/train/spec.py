@@ -35,6 +35,8 @@ class DataSpec:
     bounce: bool = _key(False, "procedural: keep the drawn speed and bounce off the far wall (`false`: cap the "
                                "speed so every clip is one straight path)")
     path: str = _key("", "folder: the folder of videos")
+    embeddings: str = _key("", "folder, external-text models: the caption embeddings file of "
+                               "`scripts/embed_captions.py` (empty: `caption_embeddings.safetensors` in `path`)")
     fps: float = _key(0.0, "folder: resample to this frame rate (0: the model's)")
     workers: int = _key(0, "folder: threads decoding the videos ahead of training into the in-memory cache (0: "
                            "decode on first use); the trainer logs the seconds it waited for data")

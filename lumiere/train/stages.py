@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import copy
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ from .. import conditioning as cond_lib
 from ..checkpoint import LumiereBundle, build_bundle, load_model
 from ..configs import ModelConfig, get_preset
 from ..data.camera import CAMERA_VOCAB, CameraClips, MixedClips
+from ..data.embeddings import EMBEDDINGS_FILE, CaptionEmbeddings
 from ..data.procedural import VOCAB, ProceduralClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
@@ -88,9 +90,25 @@ class Stage:
         return self.spec.batch_size
 
     def context(self, captions, generator):
-        te = self.bundle.text_encoder
+        """Captions (some dropped to "") -> the text context: the built-in encoder's, or for an external-text
+        model the stored embeddings of its encoder (`data.embeddings`; "" is the encoder's empty prompt)."""
         caps = drop_captions(captions, self.spec.caption_dropout, generator)
-        return te.encode(caps)
+        if self.bundle.text_encoder is None:
+            return self.embeddings(caps)
+        return self.bundle.text_encoder.encode(caps)
+
+    @cached_property
+    def embeddings(self) -> CaptionEmbeddings:
+        data = self.spec.data
+        if data.kind != "folder":
+            raise ValueError(f"data.kind: an external-text model trains on folder data with caption embeddings, "
+                             f"got {data.kind!r}")
+        table = CaptionEmbeddings(data.embeddings or Path(data.path) / EMBEDDINGS_FILE)
+        width = self.bundle.config.unet.context_dim
+        if table.width != width:
+            raise ValueError(f"data.embeddings: expected embeddings {width} wide (the model's text width, "
+                             f"model.unet.context_dim), got {table.width} ({table.encoder})")
+        return table
 
     def noise_levels(self, n, generator):
         c = self.bundle.config
@@ -111,7 +129,9 @@ class Stage:
 
 def _base_config(spec: TrainSpec) -> ModelConfig:
     cfg = apply_overrides(get_preset(spec.model_preset), spec.model)
-    if not cfg.text.vocab:
+    if cfg.text.kind == "external":  # the conditioning is the encoder's embeddings: the U-Net takes their width
+        cfg.unet.context_dim = cfg.text.width
+    elif not cfg.text.vocab:
         cfg.text.vocab = tuple(VOCAB) if spec.data.kind == "procedural" else folder_vocab(spec.data.path)
         if spec.data.camera:
             cfg.text.vocab += tuple(w for w in CAMERA_VOCAB if w not in cfg.text.vocab)
@@ -208,7 +228,8 @@ class TemporalStage(Stage):
         cfg.role = "base"
         self.bundle = LumiereBundle(model, init.text_encoder, cfg)
         self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.train_conv_in)
-        init.text_encoder.requires_grad_(False)
+        if init.text_encoder is not None:
+            init.text_encoder.requires_grad_(False)
         # optional, un-Lumiere-like fallback: also fine-tune some T2I weights (e.g. the finest decoder level),
         # at lr * lr_t2i_scale; the log's trainable/frozen counts say how many
         unfreeze = tuple(spec.unfreeze)
@@ -336,7 +357,8 @@ class StyleStage(Stage):
         cfg.unet = unet.cfg
         cfg.conditioning = {3: "none", 7: "jcm"}.get(unet.cfg.in_channels, cfg.conditioning)
         self.bundle = LumiereBundle(unet, init.text_encoder, cfg)
-        init.text_encoder.requires_grad_(False)
+        if init.text_encoder is not None:
+            init.text_encoder.requires_grad_(False)
         self.trainable = list(unet.parameters())
         self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
 

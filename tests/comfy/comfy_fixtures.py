@@ -11,11 +11,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfy_harness import COMFY_DIR, ComfyServer  # noqa: E402
-from tiny_models import TINY, make_tiny_models  # noqa: E402
+from tiny_models import RANDOM_CLIP_L, TINY, make_tiny_models, write_random_clip_l  # noqa: E402
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 DEMO = {"lumiere_demo_base.safetensors": "base", "lumiere_demo_ssr.safetensors": "ssr",
         "lumiere_demo_style.safetensors": "style"}
+# the external-text workflow's user files (none ship): always the tiny stand-in and a random-weight core CLIP-L
+USER_FILES = {"lumiere_external_base.safetensors": TINY["external"], "clip_l.safetensors": RANDOM_CLIP_L}
 NEEDS_SETUP = "ComfyUI is not set up: run scripts/setup_comfy.sh (then run these tests with .comfy/venv/bin/python)"
 _server: ComfyServer | None = None
 
@@ -29,6 +31,7 @@ def shared_server() -> ComfyServer:
         server = ComfyServer(extra_args=("--preview-method", "latent2rgb"), log_path=COMFY_DIR / "test-server.log")
         server.link_pack()
         make_tiny_models(server.base_dir / "models" / "lumiere")
+        write_random_clip_l(server.base_dir / "models" / "text_encoders", COMFY_DIR / "ComfyUI")
         server.start()
         atexit.register(server.stop)
         _server = server
@@ -41,7 +44,7 @@ def model_substitutes() -> dict[str, str]:
     have = {name for name in DEMO if (ROOT / "models" / "lumiere" / name).exists()}
     if "lumiere_demo_base.safetensors" not in have:
         have.discard("lumiere_demo_style.safetensors")
-    return {name: name if name in have else TINY[role] for name, role in DEMO.items()}
+    return {**{name: name if name in have else TINY[role] for name, role in DEMO.items()}, **USER_FILES}
 
 
 def substitute_models(data, names: dict[str, str] | None = None):
@@ -50,12 +53,12 @@ def substitute_models(data, names: dict[str, str] | None = None):
     data = json.loads(json.dumps(data))
     if "nodes" in data:  # UI format: the names are widget values
         for node in data["nodes"]:
-            if node["type"].startswith("Lumiere"):
+            if node["type"].startswith("Lumiere") or node["type"] == "CLIPLoader":
                 node["widgets_values"] = [names.get(v, v) if isinstance(v, str) else v
                                           for v in node.get("widgets_values") or []]
         return data
     for node in data.values():
-        for key in ("ckpt_name", "style_name"):
-            if node["class_type"].startswith("Lumiere") and node["inputs"].get(key) in names:
+        for key in ("ckpt_name", "style_name", "clip_name"):
+            if node["inputs"].get(key) in names:
                 node["inputs"][key] = names[node["inputs"][key]]
     return data

@@ -21,7 +21,7 @@ NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSS
             "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
            "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel",
-           "photo_to_video"]
+           "photo_to_video", "external_text_encoder"]
 
 
 def model_file(server, name: str):
@@ -34,7 +34,8 @@ def model_file(server, name: str):
 def expected_shape(server, workflow: str) -> tuple[int, int, int]:
     """(frames, height, width) of a bundled workflow's video with the models this run uses."""
     names = model_substitutes()
-    base = read_config(model_file(server, names["lumiere_demo_base.safetensors"]))
+    base = read_config(model_file(server, names["lumiere_external_base.safetensors" if workflow ==
+                                                 "external_text_encoder" else "lumiere_demo_base.safetensors"]))
     if workflow in ("inpainting", "outpainting", "video_to_video"):
         return 16, 32, 32  # the example clip (outpainting: 16x16 + 8 px on each side)
     if workflow == "cinemagraph":
