@@ -17,6 +17,7 @@ from comfy_api.latest import io
 from ..lumiere import conditioning as recipes
 from .comfy_model import COND_KEY
 from .latent import check_latent_memory, frames_to_video
+from .search import aliases
 
 MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
 
@@ -108,6 +109,7 @@ class LumiereConditioning(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereConditioning",
+            **aliases("LumiereConditioning"),
             display_name="Lumiere Conditioning (masked video)",
             category="Lumiere/conditioning",
             description="Builds Lumiere's masked conditioning <C, M> (M = 1 on known pixels) and attaches it to "

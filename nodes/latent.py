@@ -9,6 +9,7 @@ import comfy.model_management as mm
 from comfy_api.latest import io
 
 from ..lumiere.memory import SAMPLER_COPIES, format_bytes
+from .search import aliases
 
 
 def frames_to_video(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
@@ -47,6 +48,7 @@ class LumiereEmptyVideo(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereEmptyVideo",
+            **aliases("LumiereEmptyVideo"),
             display_name="Lumiere Empty Video",
             category="Lumiere/latent",
             description="A blank pixel-space video latent [B, 3, T, H, W] to sample from (text-to-video). "
@@ -74,6 +76,7 @@ class LumiereFramesToLatent(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereFramesToLatent",
+            **aliases("LumiereFramesToLatent"),
             display_name="Lumiere Frames to Latent",
             category="Lumiere/latent",
             description="IMAGE frames [T, H, W, 3] (0..1) -> a video latent [1, 3, T, H, W] (-1..1). Sample it with "
@@ -92,6 +95,7 @@ class LumiereLatentToFrames(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereLatentToFrames",
+            **aliases("LumiereLatentToFrames"),
             display_name="Lumiere Latent to Frames",
             category="Lumiere/latent",
             description="A video latent [B, 3, T, H, W] (-1..1) -> IMAGE frames [B*T, H, W, 3] (0..1), for core "

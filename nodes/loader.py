@@ -7,6 +7,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from .comfy_model import WEIGHT_DTYPES, build_clip, load_model_patcher
+from .search import aliases
 
 FOLDER = "lumiere"
 PACK_MODELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "models", "lumiere")
@@ -44,6 +45,7 @@ class LumiereLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereLoader",
+            **aliases("LumiereLoader"),
             display_name="Lumiere Loader",
             category="Lumiere/loaders",
             description="Loads a Lumiere checkpoint (base STUNet, SSR or T2I): MODEL for Lumiere or core samplers, "

@@ -19,6 +19,7 @@ from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
 from ..lumiere.pipeline import parse_prompt_schedule, window_segment
 from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape, lumiere_config, take_frames
 from .sampler import run_sampler, sampling_inputs
+from .search import aliases
 
 
 def schedule_of(conds: list[dict]) -> list[tuple[int, int]]:
@@ -111,6 +112,7 @@ class LumiereLongSampler(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereLongSampler",
+            **aliases("LumiereLongSampler"),
             display_name="Lumiere Long Video Sampler (windows, loop, prompt travel)",
             category="Lumiere/sampling",
             description="Samples a clip of any length with the base STUNet over overlapping temporal windows fused "
@@ -152,6 +154,7 @@ class LumierePromptSchedule(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumierePromptSchedule",
+            **aliases("LumierePromptSchedule"),
             display_name="Lumiere Prompt Schedule (prompt travel)",
             category="Lumiere/conditioning",
             description="Encodes a prompt per segment of frames, \"0: a red circle moving right; 32: a red circle "

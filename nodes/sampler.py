@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
 from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape
+from .search import aliases
 
 
 def sampling_callback(model, steps: int):
@@ -73,6 +74,7 @@ class LumiereSampler(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereSampler",
+            **aliases("LumiereSampler"),
             display_name="Lumiere STUNet Sampler",
             category="Lumiere/sampling",
             description="Denoises all frames of the clip together with the STUNet (no temporal windows), through "

@@ -14,6 +14,7 @@ from ..lumiere.pipeline import SSR_DENOISE, upsample_video
 from .comfy_model import COND_KEY, check_memory, check_video_shape, lumiere_config
 from .latent import frames_to_video, latent_video, video_to_frames
 from .sampler import run_sampler, sampling_inputs
+from .search import aliases
 
 
 def multidiffusion_wrapper(window: int, overlap: int, fuse: str):
@@ -38,6 +39,7 @@ class LumiereSSRUpscale(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereSSRUpscale",
+            **aliases("LumiereSSRUpscale"),
             display_name="Lumiere SSR Upscale (MultiDiffusion)",
             category="Lumiere/sampling",
             description="Spatial super-resolution of a low-resolution clip by an SSR model, run on overlapping "

@@ -8,6 +8,7 @@ from ..lumiere.models.stunet import STUNet
 from ..lumiere.stylize import T2I_PREFIX, check_alpha, check_style_weights, t2i_state_dict
 from .comfy_model import lumiere_net
 from .loader import model_input, model_path
+from .search import aliases
 
 
 class LumiereStylize(io.ComfyNode):
@@ -15,6 +16,7 @@ class LumiereStylize(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="LumiereStylize",
+            **aliases("LumiereStylize"),
             display_name="Lumiere Stylize (weight interpolation)",
             category="Lumiere/model",
             description="W = alpha * W_style + (1 - alpha) * W_orig on the text-to-image weights only; the temporal "

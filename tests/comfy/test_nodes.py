@@ -139,6 +139,22 @@ def test_sampler_rejects_bad_latents(n, loaded, shape, words):
         assert w in str(e.value)
 
 
+def test_search_aliases_cover_what_users_type(n):
+    """Every node has aliases in the one table, the words the issue names find the right node, and the schema
+    carries them where this ComfyUI takes them (0.3.75 does not: there they are left out)."""
+    table = n.search.SEARCH_ALIASES
+    schemas = [cls.define_schema() for cls in n.NODE_CLASSES]
+    assert set(table) == {s.node_id for s in schemas}
+    owner = {alias: node for node, words in table.items() for alias in words}
+    assert owner["image to video"] == owner["inpaint video"] == owner["cinemagraph"] == "LumiereConditioning"
+    assert owner["video upscale"] == "LumiereSSRUpscale" and owner["prompt travel"] in table
+    for schema in schemas:
+        if n.search.SCHEMA_TAKES_ALIASES:
+            assert schema.search_aliases == list(table[schema.node_id])
+        else:
+            assert not hasattr(schema, "search_aliases")
+
+
 def test_work_that_cannot_fit_is_refused_before_it_is_allocated(n, loaded):
     """Estimated from the shapes (lumiere.memory) against the memory ComfyUI reports free; the inputs here are
     broadcast views, so nothing large exists even for the moment of the call."""
