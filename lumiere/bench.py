@@ -46,10 +46,14 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-batch", type=int, default=8, help="clips per training step in the train_step section")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
                    help="what to measure (default: all)")
+    p.add_argument("--data", default=None,
+                   help="data section: a folder of videos to decode (default: 16 synthetic 256x256 clips)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4],
+                   help="data section: decoding threads to compare (data.workers)")
     p.set_defaults(func=bench_command)
 
 
-SECTIONS = ("memory", "peak", "forward", "train_step", "sampling", "train_memory")
+SECTIONS = ("memory", "peak", "forward", "train_step", "sampling", "train_memory", "data")
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -184,6 +188,51 @@ def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | No
             + (f" = {out['percent_of_bf16_peak']:.0f}% of the bf16 peak, {out['percent_of_bf16_conv_peak']:.0f}% "
                f"of the bf16 conv peak" if bf16_peak else ""))
     return out
+
+
+def synthetic_videos(folder, n: int = 16, frames: int = 48, size: int = 256, fps: int = 8):
+    """`n` seeded H.264 clips (moving gradients, a caption each) in `folder`: a stand-in for a user's videos."""
+    import numpy as np
+
+    from .media import _write_mp4
+    from pathlib import Path
+
+    folder = Path(folder)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        video = np.stack([np.stack([127 + 120 * np.sin(xx / 17 + yy / 23 + t / 3 + p) for p in phase], -1)
+                          for t in range(frames)]).astype(np.uint8)
+        _write_mp4(video, folder / f"clip{i:02d}.mp4", fps)
+        (folder / f"clip{i:02d}.txt").write_text("a moving gradient")
+    return folder
+
+
+def data_bench(folder, frames: int, size: int, workers=(0, 1, 2, 4), step_seconds: float | None = None,
+               batch: int = 8, log=None) -> dict:
+    """Clips per second the folder data (`lumiere.data.folder`) decodes into its cache with each number of
+    decoding threads, against what a training step consumes (`batch` clips per `step_seconds`): a ratio >= 1
+    keeps the trainer fed (it then never waits once the cache is warm either way)."""
+    import time
+
+    from .data.folder import FolderDataset
+    rows = []
+    for w in workers:
+        t0 = time.perf_counter()
+        data = FolderDataset(folder, frames=frames, size=size, workers=w)
+        for i in range(len(data)):
+            data.video(i)  # waits for the threads' decode, or decodes here (w = 0)
+        sec = time.perf_counter() - t0
+        row = {"workers": w, "videos": len(data), "seconds": round(sec, 3), "videos_per_s": round(len(data) / sec, 2)}
+        if step_seconds:
+            row["fed_ratio"] = round(row["videos_per_s"] / (batch / step_seconds), 2)
+        rows.append(row)
+        if log:
+            log(f"decode {len(data)} videos with {w} thread(s): {sec:.2f} s = {row['videos_per_s']:.1f} videos/s"
+                + (f" (x{row['fed_ratio']:.2f} what a {step_seconds:.2f} s step of {batch} clips takes)"
+                   if step_seconds else ""))
+    return {"frames": frames, "size": size, "batch": batch, "step_seconds": step_seconds, "rows": rows}
 
 
 def sampling_bench(preset: str, steps: int = 25, repeats: int = 2, log=None) -> dict:
@@ -376,7 +425,7 @@ def training_memory_estimate(preset: str = "paper", frames: int | None = None, r
 
 def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | None = None, repeats: int = 5,
               attn_mode: str | None = None, threads: int | None = None, log=None, train_batch: int = 8,
-              sections=SECTIONS) -> dict:
+              sections=SECTIONS, data: str | None = None, workers=(0, 1, 2, 4)) -> dict:
     import torch
 
     from .compute import set_threads
@@ -433,6 +482,13 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
         report["train_step"] = train_step_bench(preset, train_batch, max(2, repeats // 2), bf16_peak, log)
     if "sampling" in sections:
         report["sampling"] = sampling_bench(preset, repeats=max(1, repeats // 2), log=log)
+    if "data" in sections:
+        import tempfile
+        step = report.get("train_step", {}).get("seconds")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = data or synthetic_videos(tmp)
+            report["data"] = data_bench(folder, cfg.num_frames, res, workers, step, train_batch, log)
+        report["data"]["source"] = data or "16 synthetic H.264 clips, 48 frames of 256 x 256"
     if "train_memory" in sections:
         report["train_memory"] = m = training_memory_estimate(preset, max(frames), resolution)
         if log:
@@ -454,7 +510,7 @@ def bench_command(args) -> int:
         raise as_input_error(e, {"preset": "--preset", "threads": "--threads"}) or e from None
     log = None if args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     report = run_bench(args.preset, args.frames, args.resolution, args.repeats, args.attn_mode, args.threads, log,
-                       args.train_batch, tuple(args.sections))
+                       args.train_batch, tuple(args.sections), args.data, tuple(args.workers))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -106,10 +106,14 @@ def test_bad_inputs_exit_nonzero_naming_the_input(files, args, message):
 
 
 def test_bench_measures_every_section():
-    proc = run("bench", "--json", "--preset", "tiny", "--frames", 2, 4, "--repeats", 1, "--train-batch", 1)
+    proc = run("bench", "--json", "--preset", "tiny", "--frames", 2, 4, "--repeats", 1, "--train-batch", 1,
+               "--workers", 0, 2)
     report = json.loads(proc.stdout)
     assert {"preset", "resolution", "stunet", "baseline", "results", "ratio_definition", "peak", "forward",
-            "train_step", "sampling"} <= report.keys()
+            "train_step", "sampling", "data"} <= report.keys()
+    # every video decoded with each thread count, against the measured step's consumption
+    assert [r["workers"] for r in report["data"]["rows"]] == [0, 2]
+    assert all(r["videos"] == 16 and r["videos_per_s"] > 0 and r["fed_ratio"] > 0 for r in report["data"]["rows"])
     assert [r["frames"] for r in report["results"]] == [2, 4]
     for r in report["results"]:
         for side in ("stunet", "baseline"):
