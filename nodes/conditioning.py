@@ -174,7 +174,8 @@ class LumiereConditioning(io.ComfyNode):
         if image is not None and image.ndim == 4:
             check_latent_memory((1, 3, frames, image.shape[1] + pad_top + pad_bottom,
                                  image.shape[2] + pad_left + pad_right), "image",
-                                "fit it to the model: set width / height (the Lumiere Loader's outputs)")
+                                "fit it to the model: set width / height (the Lumiere Loader's outputs)",
+                                made_channels=8)  # C, M, the latent and its noise mask
         C, M = build_cm(mode, image, mask, frames, (pad_left, pad_right, pad_top, pad_bottom), indices)
         cond = recipes.pack(C, M).to(mm.intermediate_device())  # (1, 4, T, H, W)
         positive = node_helpers.conditioning_set_values(positive, {COND_KEY: cond})

@@ -104,7 +104,10 @@ def conditioned(prompt: str, name: str, mode: str, image, mask=None, pads=(0, 0,
     g = base_graph(prompt, name, latent=["10", 2], positive=["10", 0], negative=["10", 1])
     cond = dict(positive=["2", 0], negative=["3", 0], mode=mode, frames=["1", 2], image=image,
                 pad_left=pads[0], pad_right=pads[1], pad_top=pads[2], pad_bottom=pads[3],
-                replace_known=True, indices="0, -1", width=0, height=0)  # the given pixels kept exactly
+                replace_known=True, indices="0, -1",  # the given pixels kept exactly
+                # a user's media fitted to the model (image and mask together; outpaint keeps its size: the pads
+                # make the rest)
+                width=0 if mode == "outpaint" else ["1", 3], height=0 if mode == "outpaint" else ["1", 4])
     if mask is not None:
         cond["mask"] = mask
     g["10"] = node("LumiereConditioning", **cond)
@@ -143,7 +146,10 @@ def graphs() -> dict[str, dict]:
     stylized["15"] = node("LumiereStylize", model=["1", 0], style_name=STYLE, alpha=0.7)
     v2v = base_graph("a green square moving down on black", "video_to_video", latent=["16", 0], denoise=0.6)
     v2v.update(video_input())
-    v2v["16"] = node("LumiereFramesToLatent", frames=["21", 0])
+    v2v["28"] = node("ImageScale", "Fit to the model's size", image=["21", 0], upscale_method="area",
+                     width=["1", 3], height=["1", 4], crop="center")
+    v2v["29"] = node("ImageFromBatch", "The model's frames", image=["28", 0], batch_index=0, length=["1", 2])
+    v2v["16"] = node("LumiereFramesToLatent", frames=["29", 0])
     small = {"23": node("ImageScale", image=["21", 0], upscale_method="area", width=16, height=16, crop="disabled")}
     inpainting = conditioned("a blue square moving down on black", "inpainting", "inpaint", ["21", 0],
                              mask=["22", 0], extra={**video_input(), **mask})
@@ -193,7 +199,7 @@ def graphs() -> dict[str, dict]:
                                       ["21", 0], extra=still),
         "inpainting": inpainting,
         "outpainting": outpainting,
-        # no resize here: the mask must keep matching the image
+        # no Image Scale here: the Conditioning node fits the image and the mask together (width / height)
         "cinemagraph": conditioned("a red circle moving right on gray", "cinemagraph", "cinemagraph", ["20", 0],
                                    mask=["22", 0], extra={"20": still["20"], **mask}),
         "stylized": stylized,

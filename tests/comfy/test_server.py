@@ -36,13 +36,10 @@ def expected_shape(server, workflow: str) -> tuple[int, int, int]:
     names = model_substitutes()
     base = read_config(model_file(server, names["lumiere_external_base.safetensors" if workflow ==
                                                  "external_text_encoder" else "lumiere_demo_base.safetensors"]))
-    if workflow in ("inpainting", "outpainting", "video_to_video"):
-        return 16, 32, 32  # the example clip (outpainting: 16x16 + 8 px on each side)
-    if workflow == "cinemagraph":
-        return base.num_frames, 32, 32  # the example still and mask
+    if workflow == "outpainting":
+        return base.num_frames, 32, 32  # the example clip's first frames at 16x16 + 8 px on each side
     if workflow in ("extend", "long_video_prompt_travel"):  # frame counts set in the workflow
-        return {"extend": 32, "long_video_prompt_travel": 48}[workflow], *(
-            (32, 32) if workflow == "extend" else (base.resolution, base.resolution))
+        return {"extend": 32, "long_video_prompt_travel": 48}[workflow], base.resolution, base.resolution
     r = base.resolution * (2 if workflow == "text_to_video_ssr" else 1)
     return base.num_frames, r, r
 
@@ -379,3 +376,105 @@ def test_video_in_video_out_keeps_the_inputs_frame_rate(comfy_server, api_workfl
     assert len(mp4) == 1
     with av.open(str(mp4[0])) as f:
         assert Fraction(f.streams.video[0].average_rate) == 12
+
+
+# ---- a user's own media: full-size stills and long clips are fitted to the model ---------------------------------
+
+USER_MEDIA_WORKFLOWS = ["image_to_video", "photo_to_video", "interpolate", "cinemagraph", "inpainting",
+                        "outpainting", "video_to_video", "extend"]
+
+
+@pytest.fixture(scope="module")
+def user_media(comfy_server) -> dict[str, str]:
+    """A 1920x1080 still, a 1920x1080 mask, and a 1280x720 clip of 64 frames at 24 fps with a 1280x720 mask,
+    made here, in the server's input folder."""
+    folder = comfy_server.base_dir / "input"
+    yy, xx = np.mgrid[0:1080, 0:1920]
+    still = np.stack([(xx * 255 // 1919), (yy * 255 // 1079), np.full_like(xx, 90)], -1).astype(np.uint8)
+    Image.fromarray(still).save(folder / "lumiere_test_still_1080p.png")
+    mask = np.zeros((1080, 1920), np.uint8)
+    mask[270:810, 480:1440] = 255
+    Image.fromarray(mask).save(folder / "lumiere_test_mask_1080p.png")
+    Image.fromarray(mask[::3, ::3][:720, :1280]).resize((1280, 720)).save(folder / "lumiere_test_mask_720p.png")
+    with av.open(str(folder / "lumiere_test_clip_720p.mp4"), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        y, x = np.mgrid[0:720, 0:1280]
+        for t in range(64):
+            frame = np.stack([(x + 8 * t) % 256, (y + 4 * t) % 256, np.full_like(x, 60)], -1).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return {"still": "lumiere_test_still_1080p.png", "still_mask": "lumiere_test_mask_1080p.png",
+            "clip": "lumiere_test_clip_720p.mp4", "clip_mask": "lumiere_test_mask_720p.png"}
+
+
+@pytest.mark.parametrize("name", USER_MEDIA_WORKFLOWS)
+def test_a_users_full_size_media_run_at_the_models_size(comfy_server, api_workflows, user_media, name):
+    """Each workflow that takes a user's image or video fits a 1080p still / a 64-frame 720p clip (and its mask)
+    to the model's size and frames: it succeeds (the prompt's timeout bounds its time) with the usual shape."""
+    p = with_prefix(json.loads(json.dumps(api_workflows[name])), f"test/user_{name}")
+    video_in = any(n["class_type"] == "LoadVideo" for n in p.values())
+    for n in p.values():
+        if n["class_type"] == "LoadImage":
+            n["inputs"]["image"] = user_media["still"]
+        elif n["class_type"] == "LoadImageMask":
+            n["inputs"]["image"] = user_media["clip_mask" if video_in else "still_mask"]
+        elif n["class_type"] == "LoadVideo":
+            n["inputs"]["file"] = user_media["clip"]
+    entry = comfy_server.run(p, timeout=900)
+    videos = saved_videos(comfy_server, entry)
+    assert len(videos) == 1
+    assert read_video(videos[0]).shape[:3] == expected_shape(comfy_server, name)
+
+
+def test_video_to_video_keeps_the_audio(comfy_server, api_workflows):
+    """The input clip's audio reaches the saved video (Get Video Components -> Create Video)."""
+    name = "lumiere_test_with_audio.mp4"
+    with av.open(str(comfy_server.base_dir / "input" / name), "w") as out:
+        video = out.add_stream("libx264", rate=8)
+        video.width = video.height = 32
+        video.pix_fmt = "yuv420p"
+        audio = out.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for t in range(16):
+            frame = np.full((32, 32, 3), 16 * t, np.uint8)
+            out.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)[None]
+        for k in range(0, samples.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k:k + 1024]), format="fltp",
+                                               layout="mono")
+            chunk.sample_rate = 16000
+            out.mux(audio.encode(chunk))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    p = with_prefix(json.loads(json.dumps(api_workflows["video_to_video"])), "test/audio")
+    load = next(k for k, n in p.items() if n["class_type"] == "LoadVideo")
+    p[load]["inputs"]["file"] = name
+    mp4 = saved_videos(comfy_server, comfy_server.run(p))
+    assert len(mp4) == 1
+    with av.open(str(mp4[0])) as f:
+        assert len(f.streams.audio) == 1 and len(f.streams.video) == 1
+
+
+def test_an_oversized_image_is_refused_and_the_next_prompt_served(comfy_server, api_workflows):
+    """An 8192x8192 image into Conditioning with no fitting (width / height 0): a named error before the clip is
+    built (the server's memory stays bounded), and the server serves the next prompt."""
+    import psutil
+    name = "lumiere_test_8192.png"
+    yy, xx = np.mgrid[0:8192, 0:8192]
+    Image.fromarray(np.stack([xx % 256, yy % 256, (xx // 16) % 256], -1).astype(np.uint8)).save(
+        comfy_server.base_dir / "input" / name)
+    p = with_prefix(json.loads(json.dumps(api_workflows["image_to_video"])), "test/huge")
+    for n in p.values():
+        if n["class_type"] == "LoadImage":
+            n["inputs"]["image"] = name
+        if n["class_type"] == "ImageScale":
+            n["inputs"].update(width=8192, height=8192)
+        if n["class_type"] == "LumiereConditioning":
+            n["inputs"].update(width=0, height=0)
+    server = psutil.Process(comfy_server.proc.pid)
+    before = server.memory_info().rss
+    cond = next(k for k, n in p.items() if n["class_type"] == "LumiereConditioning")
+    expect_node_error(comfy_server, p, cond, ["image: expected a video that fits", "fit it to the model"])
+    assert server.memory_info().rss - before < 3 * 2 ** 30  # the image itself, not the 16-frame clip
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(api_workflows["text_to_video"], "test/after")))
