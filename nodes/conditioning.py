@@ -16,7 +16,7 @@ from comfy_api.latest import io
 
 from ..lumiere import conditioning as recipes
 from .comfy_model import COND_KEY
-from .latent import check_latent_memory, frames_to_video
+from .latent import check_finite, check_latent_memory, frames_to_video
 from .search import aliases
 
 MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
@@ -170,6 +170,8 @@ class LumiereConditioning(io.ComfyNode):
     @classmethod
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
                 pad_bottom=0, replace_known=True, indices="0, -1", width=0, height=0) -> io.NodeOutput:
+        if mask is not None:
+            check_finite(mask, "mask")
         image, mask = fit_inputs(image, mask, mode, frames, width, height)
         if image is not None and image.ndim == 4:
             check_latent_memory((1, 3, frames, image.shape[1] + pad_top + pad_bottom,

@@ -12,10 +12,20 @@ from ..lumiere.memory import SAMPLER_COPIES, format_bytes
 from .search import aliases
 
 
+def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
+    """A NaN or infinite value in a user's frames, mask or latent is an error naming the input (it would
+    otherwise come out as a black clip reported as a success)."""
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite value(s) of {x.numel()}")
+    return x
+
+
 def frames_to_video(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
     """IMAGE frames [T, H, W, C] in 0..1 -> one video (1, 3, T, H, W) in -1..1 (alpha dropped)."""
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4):
         raise ValueError(f"{name}: expected IMAGE frames [T, H, W, 3], got {list(frames.shape)}")
+    check_finite(frames, name)
     return (frames[..., :3].movedim(-1, 0)[None].float() * 2 - 1).to(mm.intermediate_device())
 
 
@@ -24,7 +34,7 @@ def latent_video(latent: dict, name: str = "latent") -> torch.Tensor:
     video = latent["samples"]
     if video.ndim != 5 or video.shape[1] != 3:
         raise ValueError(f"{name}: expected a Lumiere video latent [B, 3, T, H, W], got {list(video.shape)}")
-    return video
+    return check_finite(video, name)
 
 
 def check_latent_memory(shape, name: str, fix: str, made_channels: int = 3) -> None:

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
 from ..lumiere.pipeline import parse_prompt_schedule, window_segment
 from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape, lumiere_config, take_frames
+from .latent import check_finite
 from .sampler import run_sampler, sampling_inputs
 from .search import aliases
 
@@ -139,6 +140,7 @@ class LumiereLongSampler(io.ComfyNode):
         frames = latent["samples"].shape[2]
         shape = tuple(latent["samples"].shape)
         check_video_shape(model, shape, "latent")
+        check_finite(latent["samples"], "latent")
         window, overlap = resolve_windows(model, frames, window, overlap, loop)
         check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",
                      "fit the frames to the model (width / height on Lumiere Conditioning or Lumiere Empty Video) or "

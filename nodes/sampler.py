@@ -12,6 +12,7 @@ from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
 from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape
+from .latent import check_finite
 from .search import aliases
 
 
@@ -98,6 +99,7 @@ class LumiereSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 denoise=1.0) -> io.NodeOutput:
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
+        check_finite(latent["samples"], "latent")
         check_memory(model, tuple(latent["samples"].shape), "latent", FIT_HINT)
         if len({c[1][SEGMENT_KEY] for c in positive if SEGMENT_KEY in c[1]}) > 1:
             raise ValueError("positive: a prompt schedule (Lumiere Prompt Schedule) changes the prompt between "

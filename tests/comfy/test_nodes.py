@@ -539,3 +539,27 @@ def test_sampling_to_nan_is_refused(n, loaded):
     with pytest.raises(ValueError, match="model: sampling produced NaN"):
         n.sampler.LumiereSampler.execute(model, encode(loaded[1], "a red circle"), encode(loaded[1], ""),
                                          {"samples": torch.zeros(1, 3, 8, 16, 16)}, 0, 2, 1.0, "ddim", "normal", 1.0)
+
+
+def test_non_finite_input_is_refused_naming_it(n, loaded):
+    """NaN / inf in a user's frames, image, mask or latent stops with an error that names the input (it used to
+    come out as a black clip reported as a success)."""
+    bad = frames_like(8)
+    bad[3, 2, 2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"frames: expected finite values, got 1 NaN or infinite value\(s\)"):
+        n.latent.LumiereFramesToLatent.execute(bad)
+    with pytest.raises(ValueError, match="image: expected finite values"):
+        condition(n, loaded, "image_to_video", image=bad[:1].clone().fill_(float("inf")))
+    mask = torch.zeros(16, 16)
+    mask[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="mask: expected finite values"):
+        condition(n, loaded, "inpaint", image=frames_like(8), mask=mask)
+    latent = torch.zeros(1, 3, 8, 16, 16)
+    latent[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="latent: expected finite values"):
+        sample(n, loaded, {"samples": latent})
+    with pytest.raises(ValueError, match="latent: expected finite values"):
+        n.long_video.LumiereLongSampler.execute(loaded[0], encode(loaded[1], "x"), encode(loaded[1], ""),
+                                                {"samples": latent}, 0, 2, 2.0, "ddim", "normal")
+    with pytest.raises(ValueError, match="frames: expected finite values"):
+        ssr(n, bad[:, :8, :8])
