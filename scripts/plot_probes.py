@@ -3,7 +3,8 @@
     python scripts/plot_probes.py OUT.png RUN_DIR[:LABEL] [RUN_DIR[:LABEL] ...]
 
 Runs are drawn one after the other on a common step axis (a continuation starts where its parent ended), each
-figure a line: direction accuracy, jump rate, colour and shape accuracy (0..1), with chance (0.25) dashed.
+figure a line: direction accuracy, jump rate, colour and shape accuracy (0..1), with chance (0.25) dashed, and
+where a run has the camera probe, its direction accuracy over held-out photos (6 motions: chance 0.17).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 SERIES = {"direction_acc": (220, 40, 40), "jump_rate": (40, 40, 220), "colour_acc": (40, 160, 40),
-          "shape_acc": (200, 140, 0)}
+          "shape_acc": (200, 140, 0), "camera_direction_acc": (160, 40, 190)}  # camera: runs with its probe
 
 
 def read_probes(run: Path) -> list[dict]:
