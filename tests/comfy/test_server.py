@@ -478,3 +478,16 @@ def test_an_oversized_image_is_refused_and_the_next_prompt_served(comfy_server, 
     expect_node_error(comfy_server, p, cond, ["image: expected a video that fits", "fit it to the model"])
     assert server.memory_info().rss - before < 3 * 2 ** 30  # the image itself, not the 16-frame clip
     assert saved_videos(comfy_server, comfy_server.run(with_prefix(api_workflows["text_to_video"], "test/after")))
+
+
+def test_text_width_mismatch_is_a_named_error_and_the_next_prompt_is_served(comfy_server, api_workflows):
+    """A core text encoder of another width (the random CLIP-L, 768) into a model with the built-in encoder's
+    width: the sampler names the conditioning and both widths; the server then serves the next prompt."""
+    p = with_prefix(json.loads(json.dumps(api_workflows["external_text_encoder"])), "test/width")
+    base = model_substitutes()["lumiere_demo_base.safetensors"]
+    for n in p.values():
+        if n["class_type"] == "LumiereLoader":
+            n["inputs"]["ckpt_name"] = base
+    width = read_config(model_file(comfy_server, base)).unet.context_dim
+    expect_node_error(comfy_server, p, sampler_id(p), ["positive/negative", "768", str(width)])
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(api_workflows["text_to_video"], "test/after2")))
