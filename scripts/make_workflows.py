@@ -31,9 +31,6 @@ INPUTS = WORKFLOWS / "inputs"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
 LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion: the second keyframe
-# a photo never trained on (scikit-image's "chelsea", CC0 by Stefan van der Walt; centre crop, 96 px), committed
-# as is: write_inputs does not regenerate it
-PHOTO = "lumiere_example_photo.png"
 # the external-text-encoder route needs the user's files (none ship): a Lumiere checkpoint trained on a core text
 # encoder's embeddings (scripts/embed_captions.py), and that encoder; its thumbnail is a card, not a render
 EXTERNAL, TEXT_ENCODER = "lumiere_external_base.safetensors", "clip_l.safetensors"
@@ -182,10 +179,6 @@ def graphs() -> dict[str, dict]:
         g["7"]["inputs"]["fps"] = ["21", 2]
         if audio:
             g["7"]["inputs"]["audio"] = ["21", 1]
-    # a user's photo: centre-cropped to the model's size, animated by a camera prompt, frame 0 kept exactly
-    photo = {"20": node("LoadImage", "Your photo", image=PHOTO + IN_TEMP),
-             "21": node("ImageScale", image=["20", 0], upscale_method="area", width=["1", 3], height=["1", 4],
-                        crop="center")}
     external = base_graph("a red circle moving right on gray", "external_text_encoder")
     external["1"]["inputs"]["ckpt_name"] = EXTERNAL
     external["30"] = node("CLIPLoader", "Your text encoder (the one the model was trained on)",
@@ -208,8 +201,6 @@ def graphs() -> dict[str, dict]:
         "loop": loop,
         "extend": extend,
         "long_video_prompt_travel": travel,
-        "photo_to_video": conditioned("the camera pans right", "photo_to_video", "image_to_video", ["21", 0],
-                                      extra=photo),
         "external_text_encoder": external,
     }
 

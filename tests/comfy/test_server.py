@@ -21,7 +21,7 @@ NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSS
             "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
            "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel",
-           "photo_to_video", "external_text_encoder"]
+           "external_text_encoder"]
 
 
 def model_file(server, name: str):
@@ -380,7 +380,7 @@ def test_video_in_video_out_keeps_the_inputs_frame_rate(comfy_server, api_workfl
 
 # ---- a user's own media: full-size stills and long clips are fitted to the model ---------------------------------
 
-USER_MEDIA_WORKFLOWS = ["image_to_video", "photo_to_video", "interpolate", "cinemagraph", "inpainting",
+USER_MEDIA_WORKFLOWS = ["image_to_video", "interpolate", "cinemagraph", "inpainting",
                         "outpainting", "video_to_video", "extend"]
 
 
