@@ -1,6 +1,7 @@
 """Video latents in pixel space: empty video, frames <-> latent (so SDEdit video-to-video needs no VAE)."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -14,11 +15,16 @@ from .search import aliases
 
 def check_finite(x: torch.Tensor, name: str) -> torch.Tensor:
     """A NaN or infinite value in a user's frames, mask or latent is an error naming the input (it would
-    otherwise come out as a black clip reported as a success)."""
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).sum())
+    otherwise come out as a black clip reported as a success). The test is a sum (finite unless a value is not,
+    or the values overflow float32): one pass that allocates nothing, even for a broadcast view; only a failed
+    sum counts the bad values, one 2-D plane at a time."""
+    if torch.isfinite(x.sum(dtype=torch.float32)):
+        return x
+    planes = itertools.product(*map(range, x.shape[:-2]))  # 2-D views: no copy of the whole, even when broadcast
+    bad = sum(int((~torch.isfinite(x[i])).sum()) for i in planes)
+    if bad:
         raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite value(s) of {x.numel()}")
-    return x
+    return x  # finite values whose sum overflowed
 
 
 def frames_to_video(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:

@@ -140,11 +140,11 @@ class LumiereLongSampler(io.ComfyNode):
         frames = latent["samples"].shape[2]
         shape = tuple(latent["samples"].shape)
         check_video_shape(model, shape, "latent")
-        check_finite(latent["samples"], "latent")
         window, overlap = resolve_windows(model, frames, window, overlap, loop)
         check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",
                      "fit the frames to the model (width / height on Lumiere Conditioning or Lumiere Empty Video) or "
                      "use a shorter window", frames_total=frames)
+        check_finite(latent["samples"], "latent")
         m = model.clone()
         m.model_options["context_handler"] = LumiereWindows(window, overlap, fuse, loop)
         samples = run_sampler(m, latent, seed, steps, cfg, sampler_name, scheduler, positive, negative)

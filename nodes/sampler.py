@@ -99,8 +99,8 @@ class LumiereSampler(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 denoise=1.0) -> io.NodeOutput:
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
-        check_finite(latent["samples"], "latent")
         check_memory(model, tuple(latent["samples"].shape), "latent", FIT_HINT)
+        check_finite(latent["samples"], "latent")
         if len({c[1][SEGMENT_KEY] for c in positive if SEGMENT_KEY in c[1]}) > 1:
             raise ValueError("positive: a prompt schedule (Lumiere Prompt Schedule) changes the prompt between "
                              "windows; sample it with the Lumiere Long Video Sampler")

@@ -158,6 +158,8 @@ def test_search_aliases_cover_what_users_type(n):
 def test_work_that_cannot_fit_is_refused_before_it_is_allocated(n, loaded):
     """Estimated from the shapes (lumiere.memory) against the memory ComfyUI reports free; the inputs here are
     broadcast views, so nothing large exists even for the moment of the call."""
+    import resource
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
     big = torch.zeros(1, 3, 1, 1, 1).expand(1, 3, 16, 8192, 8192)
     with pytest.raises(ValueError, match=r"latent: expected a video whose sampling fits the .* free on .*, got "
                                          r"\[1, 3, 16, 8192, 8192\] needing about .* GiB; fit the video"):
@@ -167,6 +169,11 @@ def test_work_that_cannot_fit_is_refused_before_it_is_allocated(n, loaded):
     image = torch.zeros(1, 1, 1, 3).expand(1, 16384, 16384, 3)
     with pytest.raises(ValueError, match=r"image: expected a video that fits .*; fit it to the model"):
         condition(n, loaded, "image_to_video", image=image, frames=64)
+    # the checks themselves allocate nothing the size of these videos (a 4-byte copy of `big` is 12.9 GB)
+    with pytest.raises(ValueError, match="latent: expected finite values"):
+        n.latent.check_finite(torch.full((1, 3, 1, 1, 1), float("nan")).expand(1, 3, 16, 8192, 8192), "latent")
+    assert n.latent.check_finite(big, "latent") is big
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 2 * 2 ** 20
     assert sample(n, loaded, {"samples": torch.zeros(1, 3, 8, 16, 16)})["samples"].shape == (1, 3, 8, 16, 16)
 
 
