@@ -259,8 +259,13 @@ def test_bad_mask_size(comfy_server, api_workflows, still_alive):
     p = dict(api_workflows["inpainting"])
     p["40"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 24, "height": 20}}
     cond = next(k for k, n in p.items() if n["class_type"] == "LumiereConditioning")
-    p[cond] = {**p[cond], "inputs": {**p[cond]["inputs"], "mask": ["40", 0]}}
+    # unfitted (width / height 0): a mask of another size is an error naming it; fitted (the bundled default) it
+    # is resized with the clip
+    p[cond] = {**p[cond], "inputs": {**p[cond]["inputs"], "mask": ["40", 0], "width": 0, "height": 0}}
     expect_node_error(comfy_server, p, cond, ["mask", "32x32"])
+    p[cond]["inputs"].update(width=api_workflows["inpainting"][cond]["inputs"]["width"],
+                             height=api_workflows["inpainting"][cond]["inputs"]["height"])
+    assert saved_videos(comfy_server, comfy_server.run(with_prefix(p, "test/mask_fitted")))
 
 
 def test_frames_not_divisible(comfy_server, api_workflows, still_alive):
