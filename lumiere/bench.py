@@ -224,7 +224,8 @@ def data_bench(folder, frames: int, size: int, workers=(0, 1, 2, 4), step_second
         for i in range(len(data)):
             data.video(i)  # waits for the threads' decode, or decodes here (w = 0)
         sec = time.perf_counter() - t0
-        row = {"workers": w, "videos": len(data), "seconds": round(sec, 3), "videos_per_s": round(len(data) / sec, 2)}
+        row = {"workers": w, "videos": len(data), "seconds": round(sec, 3),
+               "videos_per_s": round(len(data) / sec, 2)}
         if step_seconds:
             row["fed_ratio"] = round(row["videos_per_s"] / (batch / step_seconds), 2)
         rows.append(row)

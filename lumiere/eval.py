@@ -172,6 +172,20 @@ def data_max_speed(size: int, frames: int, speed_max: float = 2.0) -> float:
     return min(speed_max * size / 32, max(moves) * 1.05)
 
 
+def probe_videos(bundle: LumiereBundle, prompts: list[str], steps: int, cfg: float, seed: int, batch: int,
+                 **per_clip: torch.Tensor) -> torch.Tensor:
+    """The training probes' samples: `prompts` in batches (clip i seeded seed + i, per-clip tensors such as C
+    and M sliced with their batch), in eval mode, the model's mode restored after."""
+    was_training = bundle.model.training
+    bundle.model.eval()
+    try:
+        return torch.cat(run_batches(
+            lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i,
+                                  **{k: v[i:i + len(p)] for k, v in per_clip.items()}).cpu(), prompts, batch))
+    finally:
+        bundle.model.train(was_training)
+
+
 def motion_probe(bundle: LumiereBundle, clips: int = 24, steps: int = 20, cfg: float = 4.0, seed: int = 0,
                  batch: int = 4) -> dict:
     """The training-time probe of motion: held-out text-to-video clips -> direction, colour, shape accuracy and
@@ -180,13 +194,7 @@ def motion_probe(bundle: LumiereBundle, clips: int = 24, steps: int = 20, cfg: f
     per_combo = max(1, math.ceil(clips / len(heldout_combos())))
     specs = eval_specs(per_combo)
     prompts = [caption(**s) for s in specs]
-    was_training = bundle.model.training
-    bundle.model.eval()
-    try:
-        vids = torch.cat(run_batches(lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i).cpu(),
-                                     prompts, batch))
-    finally:
-        bundle.model.train(was_training)
+    vids = probe_videos(bundle, prompts, steps, cfg, seed, batch)
     a = [analyse(x) for x in vids]
     speed = data_max_speed(c.resolution, c.num_frames)
     jmp = [jumps(x, speed) for x in vids]
@@ -241,7 +249,8 @@ def camera_motion(video: torch.Tensor) -> dict:
         total_dx, total_dy, zoom = total_dx + dx, total_dy + dy, zoom * s
     n_pairs = len(range(0, t - step, step))
     moved = max(abs(total_dx), abs(total_dy))
-    if moved < 8 * k and zoom >= CAMERA_SCALE_STEP ** max(1, n_pairs - 1) - 1e-6:  # a zoom keeps its centre (pans move >= 10 px)
+    # a zoom keeps its centre (pans move >= 10 px at 32)
+    if moved < 8 * k and zoom >= CAMERA_SCALE_STEP ** max(1, n_pairs - 1) - 1e-6:
         motion = "in"
     elif moved < 8 * k and zoom <= CAMERA_SCALE_STEP ** -max(1, n_pairs - 1) + 1e-6:
         motion = "out"
@@ -254,19 +263,19 @@ def camera_motion(video: torch.Tensor) -> dict:
     return {"motion": motion, "shift_px": (total_dx / k, total_dy / k), "zoom": round(zoom, 4)}
 
 
-def camera_clips(photos: str | Path | None, size: int, frames: int, seed: int, per_source: int = CAMERA_CLIPS_PER_PHOTO):
+def camera_clips(photos: str | Path | None, size: int, frames: int, seed: int,
+                 per_source: int = CAMERA_CLIPS_PER_PHOTO):
     """Held-out camera clips: `per_source` camera motions (all six at the default) over each held-out photo (or,
     without photos, over 4 seeded textures), the motions rotating over the sources -> (video (n, 3, t, s, s),
     captions, specs)."""
-    from .data.camera import CAMERA_MOTIONS, CameraClips, camera_caption, procedural_texture
-    from .data.camera import SOURCE_SCALE
+    from .data.camera import CAMERA_MOTIONS, CameraClips, camera_caption
     folder = Path(photos) if photos else None
     data = CameraClips(size=size, frames=frames, photos=folder if folder and folder.is_dir() else None)
     g = torch.Generator().manual_seed(10_000 + seed)
     n_sources = len(data.files) or 4
     vids, specs = [], []
     for j in range(n_sources):
-        src = data.photo(j, size) if data.files else procedural_texture(g, math.ceil(size * SOURCE_SCALE))
+        src = data.photo(j, size) if data.files else data.texture(g, size)
         name = data.files[j].name if data.files else f"texture{j}"
         for i in range(per_source):
             motion = CAMERA_MOTIONS[(i + j) % len(CAMERA_MOTIONS)]
@@ -296,14 +305,7 @@ def camera_probe(bundle: LumiereBundle, photos: str | Path | None = None, steps:
     c = bundle.config
     gt, prompts, specs = camera_clips(photos, c.resolution, c.num_frames, seed, per_source)
     C, M = cond_lib.image_to_video(gt[:, :, 0], c.num_frames)
-    was_training = bundle.model.training
-    bundle.model.eval()
-    try:
-        vids = torch.cat(run_batches(lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i,
-                                                           C=C[i:i + len(p)], M=M[i:i + len(p)]).cpu(),
-                                     prompts, batch))
-    finally:
-        bundle.model.train(was_training)
+    vids = probe_videos(bundle, prompts, steps, cfg, seed, batch, C=C, M=M)
     figs = camera_figures(vids, gt, specs)
     return {f"camera_{k}": v for k, v in figs.items() if k != "reads"} | {"camera_clips": len(specs)}
 

@@ -1,8 +1,8 @@
 """How much memory sampling a video will take, estimated before anything is allocated.
 
 `sampling_memory_estimate(config, shape)` runs one forward pass of the model on the meta device (no memory, no
-arithmetic; attention counted as the fused kernels hold it) and follows every tensor the pass creates: its bytes count from the op that makes it until Python
-drops it (views share their base's storage and count once). The high-water mark of those live bytes is the
+arithmetic; attention counted as the fused kernels hold it) and follows every tensor the pass creates: its bytes
+count from the op that makes it until Python drops it (views share their base's storage and count once). The high-water mark of those live bytes is the
 activation peak of a step; the sampler's own copies of the latent (the current sample, the noise, the denoised
 estimate, the conditioning) come on top. The ComfyUI nodes refuse a video whose estimate exceeds the memory the
 device has free, with an error naming the input and what to do (`nodes.comfy_model.check_memory`).
@@ -11,6 +11,7 @@ On the tiny and demo presets the estimate is within 2 % of the peak measured on 
 """
 from __future__ import annotations
 
+import json
 import weakref
 
 import torch
@@ -71,7 +72,19 @@ class FusedAttention(TorchFunctionMode):
 
 def forward_peak_bytes(config: ModelConfig, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
                        context_tokens: int | None = None) -> int:
-    """Peak live activation bytes of one no-grad forward of the config's network on a (b, c_in, t, h, w) input."""
+    """Peak live activation bytes of one no-grad forward of the config's network on a (b, c_in, t, h, w) input.
+    Remembered per (config, shape, dtype, tokens): a sampler node run again on the same video asks again."""
+    key = (json.dumps(config.to_dict(), sort_keys=True, default=str), tuple(shape), str(dtype), context_tokens)
+    if key not in _FORWARD_PEAKS:
+        _FORWARD_PEAKS[key] = _forward_peak_bytes(config, tuple(shape), dtype, context_tokens)
+    return _FORWARD_PEAKS[key]
+
+
+_FORWARD_PEAKS: dict[tuple, int] = {}
+
+
+def _forward_peak_bytes(config: ModelConfig, shape: tuple[int, ...], dtype: torch.dtype,
+                        context_tokens: int | None) -> int:
     from .checkpoint import build_model
     from .compute import prepare_for_inference
     with torch.device("meta"):
@@ -97,8 +110,15 @@ def sampling_memory_estimate(config: ModelConfig, shape: tuple[int, ...], cfg_ba
     latent (`latent_frames` long when the network sees windows of t frames). A T2I network (role t2i / style)
     takes the frames as a batch."""
     b, c, t, h, w = shape
-    latent = b * c * (latent_frames or t) * h * w * 4
-    return forward_peak_bytes(config, (b * cfg_batch, c, t, h, w), dtype) + SAMPLER_COPIES * latent
+    return forward_peak_bytes(config, (b * cfg_batch, c, t, h, w), dtype) + \
+        sampler_copies_bytes((b, c, latent_frames or t, h, w))
+
+
+def sampler_copies_bytes(shape: tuple[int, ...], extra_channels: int = 0) -> int:
+    """The sampler's SAMPLER_COPIES fp32 copies of a latent (b, c, t, h, w), plus `extra_channels` more fp32
+    values per pixel and frame (what a node makes besides)."""
+    b, c, t, h, w = shape
+    return (SAMPLER_COPIES * c + extra_channels) * b * t * h * w * 4
 
 
 def format_bytes(n: int) -> str:

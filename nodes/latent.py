@@ -9,7 +9,7 @@ import torch
 import comfy.model_management as mm
 from comfy_api.latest import io
 
-from ..lumiere.memory import SAMPLER_COPIES, format_bytes
+from ..lumiere.memory import format_bytes, sampler_copies_bytes
 from .search import aliases
 
 
@@ -46,9 +46,8 @@ def latent_video(latent: dict, name: str = "latent") -> torch.Tensor:
 def check_latent_memory(shape, name: str, fix: str, made_channels: int = 3) -> None:
     """Refuse, before it is made, a video latent that could never be sampled here: what the node makes
     (`made_channels` fp32 values per pixel and frame) and the sampler's own fp32 copies of the latent
-    (`lumiere.memory.SAMPLER_COPIES`) would not fit the memory free on the sampling device."""
-    b, c, t, h, w = shape
-    need = (SAMPLER_COPIES * c + made_channels) * b * t * h * w * 4
+    (`lumiere.memory.sampler_copies_bytes`) would not fit the memory free on the sampling device."""
+    need = sampler_copies_bytes(tuple(shape), made_channels)
     free = mm.get_free_memory(mm.get_torch_device())
     if need > free:
         raise ValueError(f"{name}: expected a video that fits the {format_bytes(free)} free, got {list(shape)} "

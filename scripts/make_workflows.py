@@ -209,8 +209,8 @@ def write_cards() -> None:
     """A thumbnail card for each workflow that needs the user's own models (it cannot be rendered here)."""
     from PIL import Image, ImageDraw
     lines = {"external_text_encoder": ["Lumiere with your", "own text encoder", "", "Load CLIP -> CLIP Text",
-                                       "Encode -> Lumiere Sampler", "", "needs: a checkpoint trained", "on that encoder's",
-                                       "embeddings (embed_captions.py)"]}
+                                       "Encode -> Lumiere Sampler", "", "needs: a checkpoint trained",
+                                       "on that encoder's", "embeddings (embed_captions.py)"]}
     for name in NEEDS_USER_MODELS:
         img = Image.new("RGB", (256, 256), (24, 28, 40))
         draw = ImageDraw.Draw(img)

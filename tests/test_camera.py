@@ -14,10 +14,7 @@ from lumiere.eval import camera_clips, camera_figures, camera_motion
 from lumiere.models.text import UNK, extend_vocab
 from lumiere.train.stages import build_stage
 from lumiere.train.trainer import Trainer
-
-TINY = {"preset": "tiny", "batch_size": 2, "lr": 1e-3, "warmup": 2, "bf16": True, "seed": 0, "threads": 1,
-        "log_every": 1, "checkpoint_minutes": 1000, "export_every_checkpoint": False,
-        "data": {"kind": "procedural"}}
+from test_train import TINY
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ from lumiere.pipeline import generate
 from lumiere.train.stages import build_stage
 from lumiere.train.trainer import Trainer
 from test_data import _write_video
+from test_train import TINY as TINY_BUILTIN
 
 WIDTH = 24
-TINY = {"preset": "tiny", "batch_size": 2, "lr": 1e-3, "warmup": 2, "bf16": True, "seed": 0, "threads": 1,
-        "log_every": 1, "checkpoint_minutes": 1000, "export_every_checkpoint": False,
-        "model": {"text": {"kind": "external", "width": WIDTH, "max_tokens": 6}}}
+TINY = {**TINY_BUILTIN, "model": {"text": {"kind": "external", "width": WIDTH, "max_tokens": 6}}}
 
 
 def toy_encoder(text: str) -> torch.Tensor:

@@ -124,6 +124,9 @@ class CameraClips:
             self._cache[key] = load_image(self.files[i], math.ceil(size * SOURCE_SCALE))
         return self._cache[key]
 
+    def texture(self, generator: torch.Generator, size: int) -> torch.Tensor:
+        return procedural_texture(generator, math.ceil(size * SOURCE_SCALE))
+
     def render(self, src: torch.Tensor, motion: str, u: torch.Tensor, frames: int, size: int,
                flip: bool) -> torch.Tensor:
         """One clip over `src` (3, H, W): the view's path drawn from u (4 uniforms) -> (3, t, size, size)."""
@@ -174,7 +177,7 @@ class CameraClips:
                 j = min(int(float(u[i, 5]) * len(self.files)), len(self.files) - 1)
                 src, name = self.photo(j, size), self.files[j].name
             else:
-                src, name = procedural_texture(generator, math.ceil(size * SOURCE_SCALE)), "texture"
+                src, name = self.texture(generator, size), "texture"
             out.append(self.render(src, motion, u[i, :4], frames, size, flip=bool(u[i, 6] < 0.5)))
             specs.append({"camera": motion, "source": name})
         return torch.stack(out), [camera_caption(s["camera"]) for s in specs], specs

@@ -208,7 +208,7 @@ class TemporalStage(Stage):
         super().__init__(spec)
         init = _load_init(spec, init_bundle)
         model, cfg = _inflate_from(spec, init)
-        self.tasks, self.camera_tasks = spec.tasks, spec.camera_tasks or spec.tasks
+        self.tasks, self.camera_tasks = spec.tasks, spec.camera_tasks  # camera_tasks empty: camera clips use tasks
         for key, mix in (("tasks", self.tasks), ("camera_tasks", self.camera_tasks)):
             unknown = [k for k in mix if k not in TASKS]
             if unknown:
@@ -256,7 +256,7 @@ class TemporalStage(Stage):
             probs = torch.tensor([float(mix[k]) for k in names])
             return [names[k] for k in torch.multinomial(probs, b, replacement=True, generator=generator).tolist()]
         tasks = draw(self.tasks)
-        if self.camera_tasks is not self.tasks:
+        if self.camera_tasks:
             camera = draw(self.camera_tasks)
             tasks = [camera[i] if specs and "camera" in specs[i] else tasks[i] for i in range(b)]
         C, M = torch.zeros(b, 3, t, h, w), torch.zeros(b, 1, t, h, w)

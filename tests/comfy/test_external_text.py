@@ -47,11 +47,12 @@ def route(pack, tmp_path_factory):
             "model": {"text": {"kind": "external", "width": table.width, "max_tokens": table.tokens}},
             "data": {"kind": "folder", "path": str(videos)}}
     Trainer({**spec, "stage": "t2i"}, out=base / "t2i", max_steps=1, quiet=True).run()
+    export = pack.models_dir / "trained_external.safetensors"
     Trainer({**spec, "stage": "conditioning", "init": str(base / "t2i" / "model.safetensors"),
-             "tasks": {"text": 1, "image_to_video": 1}, "export": str(pack.models_dir / "trained_external.safetensors")},
-            out=base / "base", max_steps=1, quiet=True).run()
-    assert lib.load_model(pack.models_dir / "trained_external.safetensors").text_encoder is None
-    return clip, table, "trained_external.safetensors"
+             "tasks": {"text": 1, "image_to_video": 1}, "export": str(export)}, out=base / "base", max_steps=1,
+            quiet=True).run()
+    assert lib.load_model(export).text_encoder is None
+    return clip, table, export.name
 
 
 def text_encode(clip, text):
