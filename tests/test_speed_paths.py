@@ -29,20 +29,38 @@ def randomize(module, seed=0):
     return module
 
 
-@pytest.mark.parametrize("kernel", [1, 3, 5])
+def duplicate_frames(h, frames):
+    return rearrange(rearrange(h, "(b t) c H W -> b t c H W", t=frames).repeat_interleave(2, dim=1),
+                     "b t c H W -> (b t) c H W")
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_temporal_resampling_equals_conv1d_reference(kernel, channels_last):
-    b, t, c, H, W = 2, 8, 6, 5, 4
+@pytest.mark.parametrize("t", [1, 2, 8])
+def test_temporal_resampling_equals_conv1d_reference(kernel, channels_last, t):
+    """Values and gradients (input, weight, bias) of the conv2d-over-a-view resamplers equal Conv1d along each
+    pixel's frames with replicate padding, also when the kernel is longer than the clip."""
+    b, c, H, W = 2, 6, 5, 4
     h = torch.randn(b * t, c, H, W)
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last)
     down = randomize(TemporalDownsample(c, kernel), 1)
-    ref = rearrange(conv_along_frames(down.conv, h, t), "(b t) c H W -> b t c H W", t=t)[:, ::2]
-    assert torch.allclose(down(h, t), rearrange(ref, "b t c H W -> (b t) c H W"), atol=1e-5)
     up = randomize(TemporalUpsample(c, kernel), 2)
-    dup = rearrange(rearrange(h, "(b t) c H W -> b t c H W", t=t).repeat_interleave(2, dim=1),
-                    "b t c H W -> (b t) c H W")
-    assert torch.allclose(up(h, t), conv_along_frames(up.conv, dup, 2 * t), atol=1e-5)
+    cases = [(down, lambda x: rearrange(rearrange(conv_along_frames(down.conv, x, t), "(b t) c H W -> b t c H W",
+                                                  t=t)[:, ::2], "b t c H W -> (b t) c H W"))] if t % 2 == 0 else []
+    cases.append((up, lambda x: conv_along_frames(up.conv, duplicate_frames(x, t), 2 * t)))
+    for module, reference in cases:
+        grads = []
+        for fn in (lambda x: module(x, t), reference):
+            x = h.clone().requires_grad_()
+            module.zero_grad()
+            y = fn(x)
+            (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+            grads.append((y.detach(), x.grad, module.conv.weight.grad.clone(), module.conv.bias.grad.clone()))
+        for ours, ref in zip(*grads):
+            torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+        if channels_last:
+            assert grads[0][0].is_contiguous(memory_format=torch.channels_last)
 
 
 def test_conv_inflation_block_equals_conv1d_reference():
