@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .compute import PRECISIONS, add_device_arg, add_threads_arg
+from .compute import PRECISIONS, add_device_arg, add_threads_arg, keep_freed_memory
 from .conditioning import MODES
 from .errors import InputError, as_input_error
 
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.parse_args([args.command, "--help"])
+    keep_freed_memory()  # this process is ours: reuse freed memory instead of page-faulting it in (lumiere.compute)
     try:
         code = args.func(args)
     except (InputError, CheckpointError) as e:  # the project's own errors; anything else is a bug: traceback

@@ -9,10 +9,18 @@ working in fp32 can drive a bf16 network unchanged.
 - CPU threads: every command that computes takes `--threads` (default: half the cores, at least one). torch's
   own default (all cores) is the slowest choice on a machine that runs anything else: a 10.6 s clip took
   39-124 s with it on a busy 2-core machine.
+- CPU memory: glibc gives every allocation above 32 MB (and, after a free, anything left at the top of the heap)
+  back to the OS, so a big activation is fresh memory at every step, page-faulted in 4 KB pages on first touch.
+  On a VM that costs ~2 us a page: a quarter of the STUNet's 80-frame forward here (`python -m lumiere bench`).
+  `keep_freed_memory()` keeps freed memory in the process for the next step (what jemalloc / tcmalloc do for
+  PyTorch's CPU performance guide). The project's own processes (the CLI, training, eval) call it; a library
+  import never changes a host process's allocator (ComfyUI's: see docs/comfyui.md).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import os
 
 import torch
@@ -53,6 +61,22 @@ def set_threads(threads: int | None) -> int:
         raise ValueError(f"threads: expected a positive number of CPU threads, got {threads}")
     torch.set_num_threads(n)
     return n
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed CPU memory in the process (glibc): serve every allocation from the heap (no per-allocation mmap)
+    and never trim the heap. The resident size then stays at the process's high-water mark, which the next step
+    reuses without page faults. Returns whether it took effect (False off glibc, e.g. macOS, Windows, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:

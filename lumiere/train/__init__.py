@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..checkpoint import CheckpointError
+from ..compute import keep_freed_memory
 from ..errors import InputError, as_input_error
 from .spec import TrainSpec, load_spec
 from .stages import STAGES, build_stage
@@ -68,6 +69,7 @@ def train_command(args: argparse.Namespace) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lumiere.train")
     add_train_args(p)
+    keep_freed_memory()  # this process is ours (lumiere.compute)
     try:
         return train_command(p.parse_args(argv))
     except (InputError, CheckpointError) as e:  # the project's own errors; anything else is a bug: traceback
