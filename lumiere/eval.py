@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
-from .compute import add_device_arg, add_threads_arg, resolve_device, set_threads
+from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
 from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
 from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
                        upscale)
@@ -917,4 +917,5 @@ def eval_command(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m lumiere.eval")
     add_eval_args(p)
+    keep_freed_memory()  # this process is ours (lumiere.compute)
     sys.exit(eval_command(p.parse_args()))
