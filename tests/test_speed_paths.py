@@ -95,23 +95,39 @@ def test_temporal_mode_attention_block_projects_context_once():
     assert calls == [2]  # once per sample, not once per pixel (18)
 
 
-def test_matmul_attention_equals_sdpa_and_is_chosen_as_documented():
+def test_matmul_attention_equals_sdpa():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 64, 16, generator=g) for _ in range(3))
     bias = torch.zeros(2, 1, 1, 64).masked_fill(torch.rand(2, 1, 1, 64, generator=g) < 0.3, float("-inf"))
     qb, kb, vb = (a.bfloat16().requires_grad_() for a in (q, k, v))
-    assert use_matmul_attention(qb, kb)  # bf16 with gradients, 64 x 64 scores
+    assert use_matmul_attention(qb, kb)  # bf16 with gradients, 64 x 64 scores: on every CPU
     out = attention(qb, kb, vb, bias.bfloat16())
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     assert (out.float() - ref).abs().max() < 0.05
     out.float().sum().backward()
     assert qb.grad is not None and torch.isfinite(qb.grad).all()
-    assert not use_matmul_attention(q, k)  # fp32: SDPA
+
+
+@pytest.mark.parametrize("kind", ["amx", "other"])
+def test_attention_kernel_is_chosen_as_documented(kind, monkeypatch):
+    """The rules written in lumiere.models.layers, for both kinds of CPU (this machine is one of them)."""
+    from lumiere.models import layers
+    monkeypatch.setattr(layers, "cpu_kind", lambda: kind)
+
+    def qk(l, m, dtype=torch.bfloat16, grad=False):
+        return (torch.zeros(1, 1, l, 16, dtype=dtype, requires_grad=grad),
+                torch.zeros(1, 1, m, 16, dtype=dtype, requires_grad=grad))
+    assert not use_matmul_attention(*qk(64, 64, torch.float32, grad=True))  # fp32: SDPA everywhere
+    assert not use_matmul_attention(*qk(8, 8, torch.float32))
+    assert use_matmul_attention(*qk(256, 256, grad=True))
+    assert use_matmul_attention(*qk(512, 512, grad=True)) == (kind == "other")
     with torch.no_grad():
-        assert not use_matmul_attention(qb, kb)  # bf16 inference at 64 tokens: SDPA
-        assert use_matmul_attention(qb[:, :, :8], kb)  # ... at <= 16 tokens: matmul
-    long_q = torch.randn(1, 1, 1024, 16, dtype=torch.bfloat16, requires_grad=True)
-    assert not use_matmul_attention(long_q, long_q)  # long sequences never build the score matrix
+        assert use_matmul_attention(*qk(16, 64))
+        assert use_matmul_attention(*qk(64, 64)) == (kind == "other")
+        assert use_matmul_attention(*qk(1280, 1280)) == (kind == "other")
+    assert not use_matmul_attention(*qk(4096, 4096, grad=True))  # long sequences never build the score matrix
+    with torch.no_grad():
+        assert not use_matmul_attention(*qk(4096, 4096))
 
 
 def tiny_inputs(seed=0):
@@ -209,3 +225,24 @@ def test_training_memory_estimate_matches_a_measured_step():
         step()
         measured = peak_bytes(step) / 2 ** 30
         assert 0.75 < est[key] / measured < 1.25, (ckpt, est[key], measured)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_film_folded_at_inference_equals_the_three_steps(dtype):
+    """norm.film (one folded affine pass without autograd) == norm(x) * (1 + scale) + shift computed in fp32, for
+    per-sample scale / shift, in both layouts; with autograd it is the composed form (same values, gradients)."""
+    from lumiere.models.layers import group_norm
+    g = torch.Generator().manual_seed(3)
+    norm = randomize(group_norm(32), 9)
+    x = torch.randn(6, 32, 8, 8, generator=g) * 2 + 1
+    scale, shift = torch.randn(6, 32, 1, 1, generator=g), torch.randn(6, 32, 1, 1, generator=g)
+    ref = F.group_norm(x, norm.num_groups, norm.weight.detach(), norm.bias.detach(), norm.eps) * (1 + scale) + shift
+    tol = 1e-5 if dtype == torch.float32 else 3 * 2 ** -8 * float(ref.abs().max())
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xd = x.to(dtype).contiguous(memory_format=layout)
+        with torch.no_grad():
+            y = norm.film(xd, scale.to(dtype), shift.to(dtype))
+        assert y.dtype == dtype and y.is_contiguous(memory_format=layout)
+        assert (y.float() - ref).abs().max() <= tol
+        y = norm.film(xd, scale.to(dtype), shift.to(dtype))  # with autograd: the three steps
+        assert y.requires_grad and (y.float() - ref).abs().max() <= tol

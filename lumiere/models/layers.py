@@ -1,6 +1,7 @@
 """Building blocks shared by the U-Net and the temporal layers."""
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -31,19 +32,38 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm with fp32 statistics whatever the activations' dtype (returned in it).
 
     bf16 / fp16 activations go to torch's own kernel, which accumulates the statistics in fp32 (its output is the
-    fp32 computation rounded, tested); a channels_last input is normalised as an NCHW copy, because on CPU the
-    channels_last backward is 3-10x slower than NCHW's (`python -m lumiere bench`: about 6 % of a training step).
-    fp32 activations are normalised as they come."""
+    fp32 computation rounded, tested). Under autograd a channels_last input is normalised as an NCHW copy, because
+    on CPU the channels_last backward is 3-10x slower than NCHW's; without autograd it is normalised as it comes
+    (2.5x faster than the copies). fp32 activations are normalised as they come."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._normalize(x, self.weight, self.bias)
+
+    def film(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """self(x) * (1 + scale) + shift (FiLM), scale and shift (n, c, 1, 1) or broadcastable to them.
+
+        Without autograd the norm's affine and the FiLM are folded into one per-sample weight and bias applied in
+        one pass (measured: 1.3x faster in fp32, 2.5x in bf16); with autograd they stay three steps, whose
+        backward is faster than the folded form's per-sample reductions."""
+        if torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.weight, scale, shift)):
+            return self(x) * (1 + scale) + shift
+        y = self._normalize(x, None, None)
+        gain = 1 + scale.float()
+        weight = self.weight.float()[:, None, None] * gain
+        bias = self.bias.float()[:, None, None] * gain + shift.float()
+        return torch.addcmul(bias.to(y.dtype), y, weight.to(y.dtype))
+
+    def _normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
         channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        recorded = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
         if x.dtype in (torch.bfloat16, torch.float16):
-            y = F.group_norm(x.contiguous() if channels_last else x, self.num_groups, self.weight.to(x.dtype),
-                             self.bias.to(x.dtype), self.eps)
-            return y.contiguous(memory_format=torch.channels_last) if channels_last else y
-        w = None if self.weight is None else self.weight.float()
-        b = None if self.bias is None else self.bias.float()
-        if channels_last and torch.is_grad_enabled() and not x.requires_grad and self.weight.requires_grad:
+            w, b = (None if a is None else a.to(x.dtype) for a in (weight, bias))
+            if not (channels_last and recorded):
+                return F.group_norm(x, self.num_groups, w, b, self.eps)
+            y = F.group_norm(x.contiguous(), self.num_groups, w, b, self.eps)
+            return y.contiguous(memory_format=torch.channels_last)
+        w, b = (None if a is None else a.float() for a in (weight, bias))
+        if channels_last and recorded and not x.requires_grad:
             # torch 2.13 CPU: the channels_last backward for the weights alone (a frozen input, e.g. the first
             # trained layer after the frozen T2I) crashes the process; NCHW here is exact and only costs a copy
             y = F.group_norm(x.float().contiguous(), self.num_groups, w, b, self.eps)
@@ -51,7 +71,7 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> GroupNorm32:
     return GroupNorm32(min(32, channels // 4) if channels >= 4 else 1, channels)
 
 
@@ -78,17 +98,28 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # x (n, c, h, w), emb (n, e)
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
-        h = self.norm2(h) * (1 + scale) + shift
+        h = self.norm2.film(h, scale, shift)
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
 
 
-# Attention kernels on CPU, measured (torch 2.13, one thread, 4 heads of 32; `python -m lumiere bench` re-measures):
-# in bf16 with gradients, plain matmul + softmax is 2-8x faster than SDPA's backward up to 256 x 256 tokens;
-# at inference in bf16 it wins only for very short sequences (<= 16 tokens, 2x); in fp32 SDPA wins or ties.
-# Long sequences always take SDPA (it never materialises the l x m score matrix). Other devices: SDPA.
-MATMUL_ATTENTION_MAX_SCORES = 256 * 256  # l * m, with gradients in bf16/fp16
-MATMUL_ATTENTION_MAX_INFERENCE_TOKENS = 16  # l, without gradients in bf16/fp16
+# Attention kernels on CPU, measured with torch 2.13 and one thread (`python -m lumiere bench` re-measures the
+# network). fp32: SDPA wins or ties everywhere, on every CPU measured. bf16 / fp16, which depends on the CPU:
+# - with AMX (Intel Sapphire Rapids and later): with gradients, plain matmul + softmax is 2-8x faster than SDPA's
+#   backward up to 256 x 256 tokens; at inference it wins only for very short sequences (<= 16 tokens, 2x);
+# - without AMX (AVX-512 BF16, e.g. AMD Zen 5): matmul + softmax is 1.8-2.7x faster than SDPA at every length
+#   measured (16 to 5,120 tokens, with and without gradients), so it is taken up to a score matrix of 2048 x 2048
+#   per head (8 MiB in bf16), beyond which memory, not speed, decides: SDPA never materialises the l x m scores.
+# Other devices: SDPA.
+MATMUL_ATTENTION_MAX_SCORES = {"amx": 256 * 256, "other": 2048 * 2048}  # l * m with gradients, bf16/fp16
+MATMUL_ATTENTION_MAX_INFERENCE_TOKENS = {"amx": 16, "other": 2048}  # l without gradients (and l * m as above)
+
+
+@functools.cache
+def cpu_kind() -> str:
+    """"amx" where the CPU has AMX tiles (torch's oneDNN bf16 kernels use them), else "other"."""
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return "amx" if has_amx is not None and has_amx() else "other"
 
 
 def use_matmul_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
@@ -96,9 +127,12 @@ def use_matmul_attention(q: torch.Tensor, k: torch.Tensor) -> bool:
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return False
     l, m = q.shape[-2], k.shape[-2]
+    kind = cpu_kind()
+    if l * m > MATMUL_ATTENTION_MAX_SCORES[kind]:
+        return False
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-        return l * m <= MATMUL_ATTENTION_MAX_SCORES
-    return l <= MATMUL_ATTENTION_MAX_INFERENCE_TOKENS
+        return True
+    return l <= MATMUL_ATTENTION_MAX_INFERENCE_TOKENS[kind]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -52,18 +52,24 @@ def temporal_conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
     ((b t), c, H, W) -> ((b t_out), c_out, H, W), t_out = ceil(t / stride). Equal to `nn.Conv1d` (padding k // 2,
     replicate) run along the frames of each pixel, then strided. Computed as one (k, 1) conv2d over the
-    (b, c, t, H W) view of the activations -- free in channels_last memory, so no frame gather, no layout copy
-    and no tap concatenation -- with zero padding, after which the few boundary frames get the taps that
-    replicate padding adds (each a linear map of the first or last frame).
+    (b, c, t, H W) view of the activations (`conv_rows`) -- free in channels_last memory, so no frame gather, no
+    layout copy and no tap concatenation.
     """
     H, W = h.shape[-2:]
-    k = weight.shape[-1]
-    r = k // 2
-    x = frames_as_rows(h, frames)  # (b, c, t, H W)
-    y = F.conv2d(x, weight[..., None], bias, stride=(stride, 1), padding=(r, 0))  # (b, c_out, t_out, H W)
-    x_last, y_last = x.permute(0, 2, 3, 1), y.permute(0, 2, 3, 1)  # (b, t, H W, c) views
+    y = conv_rows(frames_as_rows(h, frames), weight, bias, stride, padding=weight.shape[-1] // 2)
+    return rows_as_frames(y, H, W)
+
+
+def conv_rows(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+              padding: int = 0) -> torch.Tensor:
+    """(b, c, t, s) -> (b, c_out, t_out, s): output i = bias + sum_j weight[:, :, j] x[:, :, clamp(i stride - padding
+    + j)], frames clamped to 0..t-1 (replicate padding). A (k, 1) conv2d with zero padding, after which the few
+    boundary outputs get the taps that replicate padding adds (each a linear map of the first or last frame)."""
+    frames, k = x.shape[2], weight.shape[-1]
+    y = F.conv2d(x, weight[..., None], bias, stride=(stride, 1), padding=(padding, 0))
+    x_last, y_last = x.permute(0, 2, 3, 1), y.permute(0, 2, 3, 1)  # (b, t, s, c) views
     for i in range(y.shape[2]):
-        first = i * stride - r  # the frame the first tap reads
+        first = i * stride - padding  # the frame the first tap reads
         if first >= 0 and first + k <= frames:
             continue
         before = [j for j in range(k) if first + j < 0]  # taps left of frame 0 read frame 0
@@ -71,7 +77,7 @@ def temporal_conv(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         for taps, edge in ((before, 0), (after, frames - 1)):
             if taps:
                 y_last[:, i] += F.linear(x_last[:, edge], weight[:, :, taps].sum(-1))
-    return rows_as_frames(y, H, W)
+    return y
 
 
 class TemporalDownsample(nn.Module):
@@ -89,30 +95,33 @@ class TemporalDownsample(nn.Module):
         return temporal_conv(h, self.conv.weight, self.conv.bias, frames, stride=2)
 
 
-def upsample_phase_weights(weight: torch.Tensor) -> torch.Tensor:
-    """The conv over the input frames that equals `weight` (c_out, c, k) run over the frame-duplicated clip.
+def upsample_phases(weight: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """`weight` (c_out, c, k) run over the frame-duplicated clip, as convs over the input frames, one per phase.
 
     Output frame 2m + p (phase p) reads duplicated frame 2m + p + j - k // 2 at tap j, i.e. input frame
-    m + floor((p + j - k // 2) / 2) (also at the clip's ends, with replicate padding on both sides); taps that
-    land on the same input frame are summed. Returns (2 c_out, c, 2 R + 1), phase 0's outputs first, R = ceil(k//2 / 2).
+    m + floor((p + j - k // 2) / 2) -- also at the clip's ends, with replicate padding on both sides; taps that
+    land on the same input frame are summed. Returns the phases' weights stacked (2 c_out, c, L), phase 0's first,
+    over input offsets lo_p .. lo_p + L - 1, and [lo_0, lo_1]. For k = 3: L = 2 (2/3 of the k-tap FLOPs).
     """
     c_out, c, k = weight.shape
     r = k // 2
-    R = (r + 1) // 2
+    offsets = [[(p + j - r) // 2 for j in range(k)] for p in (0, 1)]
+    starts = [min(o) for o in offsets]
+    length = max(max(o) - lo + 1 for o, lo in zip(offsets, starts))
     phases = []
     for p in (0, 1):
-        w = weight.new_zeros(c_out, c, 2 * R + 1)
-        for j in range(k):
-            w[:, :, (p + j - r) // 2 + R] += weight[:, :, j]
+        w = weight.new_zeros(c_out, c, length)
+        for j, o in enumerate(offsets[p]):
+            w[:, :, o - starts[p]] += weight[:, :, j]
         phases.append(w)
-    return torch.cat(phases, dim=0)
+    return torch.cat(phases, dim=0), starts
 
 
 class TemporalUpsample(nn.Module):
     """Temporal x2 right after a spatial up-sampling: frame duplication, then a 1-D conv (identity at init).
 
     At init out[2j] == out[2j + 1] == in[j]. The duplicated clip is never built: both output phases (even and
-    odd frames) are one conv over the input frames (`upsample_phase_weights`), then interleaved.
+    odd frames) are one conv over the input frames (`upsample_phases`), then interleaved.
     """
 
     def __init__(self, ch: int, kernel: int = 3):
@@ -120,12 +129,14 @@ class TemporalUpsample(nn.Module):
         self.conv = dirac_(temporal_conv1d(kernel, ch))
 
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b 2t), c, H, W)
-        n, _, H, W = h.shape
+        n, c, H, W = h.shape
+        weight, starts = upsample_phases(self.conv.weight)
+        pad = weight.shape[-1] - 1  # output i reads input frames i - pad ..: phase p's frame m is output m + lo_p + pad
         bias = self.conv.bias
-        y = temporal_conv(h, upsample_phase_weights(self.conv.weight), torch.cat([bias, bias]), frames)
-        c = y.shape[1] // 2
-        y = y.permute(0, 2, 3, 1).reshape(n, H * W, 2, c).transpose(1, 2)  # (b t, 2, H W, c): phases as frames
-        return y.reshape(2 * n, H, W, c).permute(0, 3, 1, 2)  # one copy, into channels_last
+        y = conv_rows(frames_as_rows(h, frames), weight, torch.cat([bias, bias]), padding=pad).permute(0, 2, 3, 1)
+        phases = [y[:, lo + pad:lo + pad + frames, :, p * c:(p + 1) * c] for p, lo in enumerate(starts)]
+        out = torch.stack(phases, dim=2)  # (b, t, 2, H W, c): the phases interleaved as frames, one copy
+        return out.reshape(2 * n, H, W, c).permute(0, 3, 1, 2)  # channels_last
 
 
 class ConvInflationBlock(nn.Module):
@@ -146,7 +157,7 @@ class ConvInflationBlock(nn.Module):
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         y = self.conv_space(F.silu(self.norm(h)))  # ((b t), c, H, W)
         scale, shift = repeat(self.film(F.silu(emb)), "b c -> (b t) c 1 1", t=frames).chunk(2, dim=1)
-        y = F.silu(self.norm_time(y) * (1 + scale) + shift)
+        y = F.silu(self.norm_time.film(y, scale, shift))
         y = F.silu(temporal_conv(y, self.conv_time.weight, self.conv_time.bias, frames))
         return h + self.proj_out(y)
 
