@@ -80,7 +80,10 @@ def test_eval_quick_json(tiny_models, capsys):
     assert {"multidiffusion", "extension"} <= set(fr["long"])
     assert all(0 <= fr["long"][m]["segment_direction_acc"] <= 1 for m in ("multidiffusion", "extension"))
     small, large = fr["memory"]["peak_mb"]
-    assert large < 2 * small  # 4x the frames, not 4x the memory
+    (f_small, f_large), size = fr["memory"]["frames"], 16  # the tiny base's frames are 16 x 16
+    # bounded by one window: only the clip-long buffers (latents, sums, weights: a few 3 x 16 x 16 fp32 frames each)
+    # grow with the length; the whole clip through the network at once adds ~100 KB a frame (measured)
+    assert large - small < 8 * (f_large - f_small) * 3 * size * size * 4 / 2 ** 20, (small, large)
     assert "loop_seam_ratio" in res["met"] and "long_md_spike" in res["summary"]
     cam = res["camera"]  # no photos folder given here: seeded textures; the reader is right on the ground truth
     assert cam["ground_truth"]["direction_acc"] == 1.0 and cam["replaced"]["frame0_psnr"] == 100.0
