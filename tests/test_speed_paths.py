@@ -177,7 +177,8 @@ def test_activation_checkpointing_same_gradients_less_memory():
     assert peaks[1] < 0.8 * peaks[0], peaks
 
 
-def test_group_norm_in_bf16_equals_fp32_statistics_and_keeps_layout():
+@pytest.mark.parametrize("size", [16, 32])  # both sides of HALF_CHANNELS_LAST_GROUP_NORM_MIN_PIXELS
+def test_group_norm_in_bf16_equals_fp32_statistics_and_keeps_layout(size):
     """bf16 activations (channels_last too) normalise to the fp32 computation rounded to bf16, gradients close to
     fp32's, and the output keeps the input's memory layout."""
     from lumiere.models.layers import group_norm
@@ -186,7 +187,7 @@ def test_group_norm_in_bf16_equals_fp32_statistics_and_keeps_layout():
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
         norm.bias.uniform_(-0.5, 0.5)
-    x32 = (torch.randn(4, 32, 16, 16) * 0.5 + 3.0).contiguous(memory_format=torch.channels_last)
+    x32 = (torch.randn(4, 32, size, size) * 0.5 + 3.0).contiguous(memory_format=torch.channels_last)
     x16 = x32.bfloat16().requires_grad_()
     y = norm(x16)
     ref = torch.nn.functional.group_norm(x16.detach().float(), norm.num_groups, norm.weight.detach().bfloat16().float(),
@@ -246,3 +247,16 @@ def test_group_norm_film_folded_at_inference_equals_the_three_steps(dtype):
         assert (y.float() - ref).abs().max() <= tol
         y = norm.film(xd, scale.to(dtype), shift.to(dtype))  # with autograd: the three steps
         assert y.requires_grad and (y.float() - ref).abs().max() <= tol
+
+
+@pytest.mark.parametrize("size", [8, 32])  # both sides of HALF_CHANNELS_LAST_GROUP_NORM_MIN_PIXELS
+def test_group_norm_in_bf16_without_autograd_equals_fp32_statistics(size):
+    from lumiere.models.layers import group_norm
+    norm = randomize(group_norm(64), 10)
+    x = (torch.randn(4, 64, size, size) * 0.5 + 3.0).contiguous(memory_format=torch.channels_last).bfloat16()
+    with torch.no_grad():
+        y = norm(x)
+    ref = F.group_norm(x.float(), norm.num_groups, norm.weight.detach().bfloat16().float(),
+                       norm.bias.detach().bfloat16().float(), norm.eps)
+    assert y.dtype == torch.bfloat16 and y.is_contiguous(memory_format=torch.channels_last)
+    assert (y.float() - ref).abs().max() <= ref.abs().max() * 2 ** -7  # within one bf16 rounding

@@ -28,13 +28,22 @@ def position_encoding(length: int, dim: int, device=None) -> torch.Tensor:
     return F.pad(pe, (0, dim - pe.shape[-1]))
 
 
+# torch 2.13's CPU GroupNorm on channels_last bf16 activations, measured (one thread, 8-128 images of 32-256
+# channels; fp32 copies keep channels_last):
+# - without autograd: fastest as it comes for frames of >= 32 x 32 pixels, but 4-7x slower than normalising an
+#   fp32 copy for 8 x 8 and 16 x 16 frames (another kernel): smaller frames take the fp32 copy;
+# - with autograd (forward + backward): as it comes 2-5x slower than either copy; an fp32 copy is 1.1-1.6x faster
+#   than an NCHW copy for >= 32 x 32 frames, an NCHW copy 1.2-1.5x faster for 16 x 16.
+HALF_CHANNELS_LAST_GROUP_NORM_MIN_PIXELS = 32 * 32
+
+
 class GroupNorm32(nn.GroupNorm):
     """GroupNorm with fp32 statistics whatever the activations' dtype (returned in it).
 
     bf16 / fp16 activations go to torch's own kernel, which accumulates the statistics in fp32 (its output is the
-    fp32 computation rounded, tested). Under autograd a channels_last input is normalised as an NCHW copy, because
-    on CPU the channels_last backward is 3-10x slower than NCHW's; without autograd it is normalised as it comes
-    (2.5x faster than the copies). fp32 activations are normalised as they come."""
+    fp32 computation rounded, tested). A channels_last input is normalised as it comes, as an fp32 copy or as an
+    NCHW copy, whichever measured fastest for its frame size with and without autograd (see above). fp32
+    activations are normalised as they come."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._normalize(x, self.weight, self.bias)
@@ -58,10 +67,14 @@ class GroupNorm32(nn.GroupNorm):
         recorded = torch.is_grad_enabled() and (x.requires_grad or (weight is not None and weight.requires_grad))
         if x.dtype in (torch.bfloat16, torch.float16):
             w, b = (None if a is None else a.to(x.dtype) for a in (weight, bias))
-            if not (channels_last and recorded):
+            large = x.shape[-2] * x.shape[-1] >= HALF_CHANNELS_LAST_GROUP_NORM_MIN_PIXELS
+            if not channels_last or (large and not recorded):
                 return F.group_norm(x, self.num_groups, w, b, self.eps)
-            y = F.group_norm(x.contiguous(), self.num_groups, w, b, self.eps)
-            return y.contiguous(memory_format=torch.channels_last)
+            if recorded and not (large and x.requires_grad):  # NCHW copies (also the frozen-input crash below)
+                y = F.group_norm(x.contiguous(), self.num_groups, w, b, self.eps)
+                return y.contiguous(memory_format=torch.channels_last)
+            w, b = (None if a is None else a.float() for a in (weight, bias))
+            return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
         w, b = (None if a is None else a.float() for a in (weight, bias))
         if channels_last and recorded and not x.requires_grad:
             # torch 2.13 CPU: the channels_last backward for the weights alone (a frozen input, e.g. the first
