@@ -68,8 +68,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 def keep_freed_memory() -> bool:
     """Keep freed CPU memory in the process (glibc): serve every allocation from the heap (no per-allocation mmap)
-    and never trim the heap. The resident size then stays at the process's high-water mark, which the next step
-    reuses without page faults. Returns whether it took effect (False off glibc, e.g. macOS, Windows, musl)."""
+    and never trim the heap. The resident size then stays at the process's high-water mark, which later steps of
+    the same shapes reuse without page faults once the heap has settled (a few steps; tested). Returns whether it
+    took effect (False off glibc, e.g. macOS, Windows, musl)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name)
