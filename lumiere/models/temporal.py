@@ -6,8 +6,8 @@ explicitly; the per-sample time/text embedding `emb (b, e)` and text tokens `con
 Temporal convolutions never move frames out of the batch layout: in channels_last memory (see
 `lumiere.compute`) the activations `((b t), c, h, w)` are also a `(b, c, t, h w)` image, so a k-tap temporal
 conv is a (k, 1) conv2d over that free view (`temporal_conv`), and the temporal layers add no layout copies to
-the 2-D U-Net's (only the replicate padding's frames). The parameters stay `nn.Conv1d` modules (replicate padding), so checkpoints keep their keys
-and shapes.
+the 2-D U-Net's (only the replicate padding's frames). The parameters stay `nn.Conv1d` modules (replicate
+padding), so checkpoints keep their keys and shapes.
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ class TemporalUpsample(nn.Module):
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b 2t), c, H, W)
         n, c, H, W = h.shape
         weight, starts = upsample_phases(self.conv.weight)
-        pad = weight.shape[-1] - 1  # output i reads input frames i - pad ..: phase p's frame m is output m + lo_p + pad
+        pad = weight.shape[-1] - 1  # output i reads input frames i - pad ...: phase p's frame m is output m + lo + pad
         bias = self.conv.bias
         y = conv_rows(frames_as_rows(h, frames), weight, torch.cat([bias, bias]), padding=pad).permute(0, 2, 3, 1)
         phases = [y[:, lo + pad:lo + pad + frames, :, p * c:(p + 1) * c] for p, lo in enumerate(starts)]
