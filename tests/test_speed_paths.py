@@ -231,7 +231,7 @@ def test_training_memory_estimate_matches_a_measured_step():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_group_norm_film_folded_at_inference_equals_the_three_steps(dtype):
     """norm.film (one folded affine pass without autograd) == norm(x) * (1 + scale) + shift computed in fp32, for
-    per-sample scale / shift, in both layouts; with autograd it is the composed form (same values, gradients)."""
+    per-sample scale / shift, in both layouts; with autograd it is the composed form (same values, recorded)."""
     from lumiere.models.layers import group_norm
     g = torch.Generator().manual_seed(3)
     norm = randomize(group_norm(32), 9)
