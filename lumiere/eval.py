@@ -51,6 +51,8 @@ from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extende
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "heldout"  # scripts/fetch_photos.py
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
+PHOTO_BASE, PHOTO_SSR = "lumiere_photo_base.safetensors", "lumiere_photo_ssr.safetensors"
+DEFAULT_REAL = Path(__file__).resolve().parents[1] / "data" / "real"  # scripts/fetch_media.py
 
 
 # ---- measuring objects from pixels ----------------------------------------------------------------------------
@@ -384,6 +386,12 @@ TARGETS: tuple[Figure, ...] = (
     Figure("camera_direction_acc", "camera.model.direction_acc", ">=", 0.80),
     Figure("camera_direction_acc_replaced", "camera.replaced.direction_acc", ">=", 0.80),
     Figure("camera_frame0_psnr", "camera.model.frame0_psnr", ">=", 30.0),
+    Figure("photo_camera_direction_acc", "photo.camera.model.direction_acc", ">=", 0.70),
+    Figure("photo_camera_continuation_gain_db", "photo.camera.model.continuation_gain_db", ">=", 2.0),
+    Figure("photo_ssr_gain_over_bicubic_db", "photo.ssr.photo.gain_over_bicubic_db", ">=", 0.5),
+    Figure("photo_inpaint_gain_over_telea_db", "photo.inpaint.gain_over_telea_db", ">=", 0.0),
+    Figure("photo_inpaint_known_exact", "photo.inpaint.known_exact", "==", True),
+    Figure("photo_v2v_psnr_to_input", "photo.video_to_video.psnr_to_input", ">=", 20.0),
     Figure("loop_seam_ratio", "frames.loop.seam_ratio_loop", "<=", 1.2),
     Figure("long_md_spike", "frames.long.multidiffusion.boundary_spike", "<=", 1.2),
     Figure("long_extension_spike", "frames.long.extension.boundary_spike", "<=", 1.2),
@@ -421,6 +429,15 @@ REFERENCES: tuple[Figure, ...] = (
     Figure("camera_continuation_psnr", "camera.replaced.continuation_psnr"),
     Figure("camera_still_frame_psnr", "camera.replaced.still_frame_psnr"),
     Figure("camera_direction_acc_ground_truth", "camera.ground_truth.direction_acc"),
+    Figure("photo_camera_direction_acc_replaced", "photo.camera.replaced.direction_acc"),
+    Figure("photo_camera_continuation_psnr", "photo.camera.model.continuation_psnr"),
+    Figure("photo_camera_still_frame_psnr", "photo.camera.model.still_frame_psnr"),
+    Figure("photo_camera_direction_acc_ground_truth", "photo.camera.ground_truth.direction_acc"),
+    Figure("photo_inpaint_hole_psnr", "photo.inpaint.hole_psnr"),
+    Figure("photo_inpaint_hole_psnr_telea", "photo.inpaint.hole_psnr_telea"),
+    Figure("photo_ssr_psnr", "photo.ssr.photo.psnr"),
+    Figure("photo_ssr_bicubic_psnr", "photo.ssr.psnr_bicubic"),
+    Figure("photo_ssr_shapes_model_gain_db", "photo.ssr.shapes.gain_over_bicubic_db"),
 )
 
 
@@ -486,6 +503,7 @@ def run_batches(fn, items: list, batch: int) -> list:
 
 # clips per figure (full run / --quick)
 CONDITIONING_CLIPS, SSR_CLIPS, STYLE_CLIPS, FRAME_TASK_CLIPS = 12, 8, 12, 8
+PHOTO_CAMERA_SOURCES, PHOTO_CLIPS = 16, 12  # held-out stills (x 6 camera motions), held-out real clips
 LONG_FRAMES, MEMORY_FRAMES = 64, (64, 256)
 SSR_DENOISE_SWEEP = (1.0, 0.7, 0.5, 0.3)
 STYLE_ALPHAS, STYLE_ACCURACY_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 0.75)
@@ -509,6 +527,7 @@ class EvalRun:
     batch: int = 4
     videos: dict = field(default_factory=dict)  # sections' outputs other sections reuse
     photos: Path | None = None  # the camera section's held-out photos
+    real: Path | None = None  # the photo section's real media (held-out split)
 
     @property
     def frames(self) -> int:
@@ -796,12 +815,95 @@ def camera_section(run: EvalRun) -> dict:
     return out
 
 
-SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "init_ablation")
+def telea_inpaint(video: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """The classical baseline: OpenCV's Telea inpainting of every frame.  video (b, 3, t, h, w) in -1..1,
+    known (h, w) 1 = kept -> (b, 3, t, h, w)."""
+    import cv2  # opencv-python-headless: a measurement dependency of the eval only
+    import numpy as np
+    hole = ((1 - known) * 255).to(torch.uint8).numpy()
+    frames = ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+    out = np.stack([[cv2.inpaint(np.ascontiguousarray(f), hole, 3, cv2.INPAINT_TELEA) for f in clip]
+                    for clip in frames])
+    return torch.from_numpy(out).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+
+
+def photo_section(run: EvalRun) -> dict:
+    """A user's own photo and footage, on held-out real files (`run.real`, `scripts/fetch_media.py`) with the
+    photo-domain models: image-to-video with a camera prompt over held-out stills (the model's own output and
+    with known-pixel replacement), SSR x2 on held-out real clips against bicubic, inpainting a box of held-out
+    clips against OpenCV's Telea, and video-to-video at strength 0.5 (closeness to the input)."""
+    from .data.real import CLIP_CAPTION, RealClips
+    path = run.models / PHOTO_BASE
+    if not path.exists():
+        return {"missing": str(path)}
+    real = Path(run.real) if run.real else DEFAULT_REAL
+    base = load_model(path, run.device)
+    T, S = base.config.num_frames, base.config.resolution
+    out: dict = {"model": PHOTO_BASE, "real": str(real)}
+    # camera motion over held-out stills
+    sources = 1 if run.quick else PHOTO_CAMERA_SOURCES
+    gt, prompts, specs = camera_clips(real / "stills" / "heldout", S, T, run.seed, CAMERA_CLIPS_PER_PHOTO, sources)
+    if run.quick:
+        gt, prompts, specs = gt[:2], prompts[:2], specs[:2]
+    run.log(f"[eval] photo: camera motion over {len({s['source'] for s in specs})} held-out stills, "
+            f"{len(specs)} clips")
+    C, M = cond_lib.image_to_video(gt[:, :, 0], T)
+    cam = {"clips": len(specs), "ground_truth": {k: v for k, v in camera_figures(gt, gt, specs).items()
+                                                 if k in ("direction_acc", "still_frame_psnr")}}
+    for key, replace in (("model", False), ("replaced", True)):
+        v = run.gen_all(base, prompts, C=C, M=M, replace_known=replace)
+        run.videos[f"photo_camera_{key}"] = v
+        figs = {k: x for k, x in camera_figures(v, gt, specs).items() if k != "reads"}
+        figs["continuation_gain_db"] = round(figs["continuation_psnr"] - figs["still_frame_psnr"], 2)
+        cam[key] = figs
+    out["camera"] = cam
+    # held-out real clips: 2S crops (the SSR's truth) and their area down-sampling (the base's size)
+    n = 2 if run.quick else PHOTO_CLIPS
+    hi = RealClips(real, size=2 * S, frames=T, fps=base.config.fps, split="heldout").clips(
+        n, torch.Generator().manual_seed(20_000 + run.seed))[0]
+    lo = downsample_video(hi, 2)
+    run.videos["photo_real_clips"] = lo
+    prompts = [CLIP_CAPTION] * n
+    # inpainting a centre box, with known-pixel replacement (what the nodes give), against Telea
+    known = torch.ones(S, S)
+    known[S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
+    C, M = cond_lib.inpaint(lo, known)
+    v = run.gen_all(base, prompts, C=C, M=M, replace_known=True)
+    run.videos["photo_inpaint"] = v
+    telea = telea_inpaint(lo, known)
+    hole = 1 - M
+    out["inpaint"] = {"clips": n, "hole_psnr": round(psnr(v, lo, hole), 2),
+                      "hole_psnr_telea": round(psnr(telea, lo, hole), 2),
+                      "known_exact": bool(torch.equal(v * M, C * M))}
+    out["inpaint"]["gain_over_telea_db"] = round(out["inpaint"]["hole_psnr"] - out["inpaint"]["hole_psnr_telea"], 2)
+    # video-to-video at strength 0.5
+    v = run.gen_all(base, prompts, init_video=lo, strength=0.5)
+    run.videos["photo_v2v"] = v
+    out["video_to_video"] = {"clips": n, "strength": 0.5, "psnr_to_input": round(psnr(v, lo), 2)}
+    # SSR x2 on real footage: the photo SSR where shipped, and the shapes SSR next to it
+    steps = 4 if run.quick else 20
+    ssr_out = {"clips": n, "denoise": SSR_DENOISE, "steps": steps,
+               "psnr_bicubic": round(psnr(bicubic_video(lo, 2), hi), 2)}
+    for key, name in (("photo", PHOTO_SSR), ("shapes", SSR)):
+        if not (run.models / name).exists():
+            continue
+        ssr = load_model(run.models / name, run.device)
+        win = ssr.config.num_frames
+        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2, steps=steps,
+                                seed=run.seed + i).cpu() for i in range(n)])
+        run.videos[f"photo_ssr_{key}"] = up
+        ssr_out[key] = {"model": name, "psnr": round(psnr(up, hi), 2),
+                        "gain_over_bicubic_db": round(psnr(up, hi) - ssr_out["psnr_bicubic"], 2)}
+    out["ssr"] = ssr_out
+    return out
+
+
+SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "photo", "init_ablation")
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
              log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu",
-             photos: str | Path | None = DEFAULT_PHOTOS) -> dict:
+             photos: str | Path | None = DEFAULT_PHOTOS, real: str | Path | None = DEFAULT_REAL) -> dict:
     """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
     faster on CPU) on `device` (the models are moved there; measurements are made on CPU copies)."""
     unknown = [x for x in sections if x not in SECTIONS]
@@ -810,14 +912,14 @@ def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int
     set_threads(threads)
     device = resolve_device(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos)
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos, real)
     res["settings"]["device"] = str(device)
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
 def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device,
-              photos) -> dict:
+              photos, real=None) -> dict:
     models = Path(models)
     t_start = time.time()
     base = load_model(models / BASE, device)
@@ -827,7 +929,8 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
         specs = specs[:2]
     prompts = [caption(**s) for s in specs]
     run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
-                  steps=4 if quick else 20, device=device, photos=Path(photos) if photos else None)
+                  steps=4 if quick else 20, device=device, photos=Path(photos) if photos else None,
+                  real=Path(real) if real else None)
     res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
     res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
                        "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
@@ -850,6 +953,8 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
         res["frames"] = frames_section(run)
     if "camera" in sections:
         res["camera"] = camera_section(run)
+    if "photo" in sections:
+        res["photo"] = photo_section(run)
     if "init_ablation" in sections:
         log("[eval] init ablation")
         res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
@@ -896,6 +1001,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="what to measure (default: all)")
     parser.add_argument("--photos", default=str(DEFAULT_PHOTOS),
                         help="the camera section's held-out photos (scripts/fetch_photos.py; missing: textures)")
+    parser.add_argument("--real", default=str(DEFAULT_REAL),
+                        help="the photo section's real media (scripts/fetch_media.py; its held-out split is used)")
     add_threads_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -905,6 +1012,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def eval_command(args: argparse.Namespace) -> int:
     res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
                    bf16=not args.fp32, sections=args.sections, device=args.device, photos=args.photos,
+                   real=args.real,
                    log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:
