@@ -18,6 +18,7 @@ from torch import nn
 
 from .configs import ModelConfig
 from .models.stunet import inflate
+from .models.ops import TORCH_OPS, Ops
 from .models.text import TextEncoder
 from .models.unet2d import UNet2D
 
@@ -40,8 +41,9 @@ class LumiereBundle:
     config: ModelConfig
 
 
-def build_model(config: ModelConfig) -> nn.Module:
-    unet = UNet2D(config.unet)
+def build_model(config: ModelConfig, ops: Ops = TORCH_OPS) -> nn.Module:
+    """The config's network (STUNet or UNet2D) built from the layer classes `ops` (torch.nn by default)."""
+    unet = UNet2D(config.unet, ops)
     return unet if config.temporal is None else inflate(unet, config.temporal)
 
 

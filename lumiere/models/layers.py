@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .ops import TORCH_OPS, Ops, layer_class, own_weights
+
 
 def timestep_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of the diffusion time t in (0, 1) (scaled by 1000).  # (n,) -> (n, dim)"""
@@ -43,10 +45,13 @@ class GroupNorm32(nn.GroupNorm):
     bf16 / fp16 activations go to torch's own kernel, which accumulates the statistics in fp32 (its output is the
     fp32 computation rounded, tested). A channels_last input is normalised as it comes, as an fp32 copy or as an
     NCHW copy, whichever measured fastest for its frame size with and without autograd (see above). fp32
-    activations are normalised as they come."""
+    activations are normalised as they come. The weights are read through `applied_weights` (a host's cast and
+    patch path when built from its ops: `group_norm`)."""
+
+    applied_weights = own_weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._normalize(x, self.weight, self.bias)
+        return self._normalize(x, *self.applied_weights(x))
 
     def film(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """self(x) * (1 + scale) + shift (FiLM), scale and shift (n, c, 1, 1) or broadcastable to them.
@@ -56,10 +61,11 @@ class GroupNorm32(nn.GroupNorm):
         backward is faster than the folded form's per-sample reductions."""
         if torch.is_grad_enabled() and any(t.requires_grad for t in (x, self.weight, scale, shift)):
             return self(x) * (1 + scale) + shift
+        norm_weight, norm_bias = self.applied_weights(x)
         y = self._normalize(x, None, None)
         gain = 1 + scale.float()
-        weight = self.weight.float()[:, None, None] * gain
-        bias = self.bias.float()[:, None, None] * gain + shift.float()
+        weight = norm_weight.float()[:, None, None] * gain
+        bias = norm_bias.float()[:, None, None] * gain + shift.float()
         return torch.addcmul(bias.to(y.dtype), y, weight.to(y.dtype))
 
     def _normalize(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
@@ -84,8 +90,9 @@ class GroupNorm32(nn.GroupNorm):
         return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
 
 
-def group_norm(channels: int) -> GroupNorm32:
-    return GroupNorm32(min(32, channels // 4) if channels >= 4 else 1, channels)
+def group_norm(channels: int, ops: Ops = TORCH_OPS) -> GroupNorm32:
+    cls = layer_class(GroupNorm32, ops.GroupNorm, ops.weights)
+    return cls(min(32, channels // 4) if channels >= 4 else 1, channels)
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -98,15 +105,15 @@ def zero_init(module: nn.Module) -> nn.Module:
 class ResBlock(nn.Module):
     """Pre-norm residual block with a FiLM (scale, shift) from the time + pooled-text embedding."""
 
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.norm1 = group_norm(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Linear(emb_dim, 2 * out_ch)
-        self.norm2 = group_norm(out_ch)
+        self.norm1 = group_norm(in_ch, ops)
+        self.conv1 = ops.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = ops.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch, ops)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.conv2 = ops.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.skip = ops.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # x (n, c, h, w), emb (n, e)
         h = self.conv1(F.silu(self.norm1(x)))
@@ -165,12 +172,12 @@ class Attention(nn.Module):
     of one clip in per-pixel temporal attention): it is projected once per sample, then shared.
     """
 
-    def __init__(self, dim: int, head_dim: int, context_dim: int | None = None):
+    def __init__(self, dim: int, head_dim: int, context_dim: int | None = None, ops: Ops = TORCH_OPS):
         super().__init__()
         self.heads = max(1, dim // head_dim)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_kv = nn.Linear(context_dim or dim, 2 * dim, bias=False)
-        self.to_out = nn.Linear(dim, dim)
+        self.to_q = ops.Linear(dim, dim, bias=False)
+        self.to_kv = ops.Linear(context_dim or dim, 2 * dim, bias=False)
+        self.to_out = ops.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         # x (n, l, dim), context (n or n / r, m, d)
@@ -187,20 +194,20 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Sequential):
-    def __init__(self, dim: int, mult: int = 4):
-        super().__init__(nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim))
+    def __init__(self, dim: int, mult: int = 4, ops: Ops = TORCH_OPS):
+        super().__init__(ops.Linear(dim, dim * mult), nn.GELU(), ops.Linear(dim * mult, dim))
 
 
 class SpatialTransformer(nn.Module):
     """Self-attention over the pixels of a frame, then cross-attention to the text tokens."""
 
-    def __init__(self, ch: int, head_dim: int, context_dim: int):
+    def __init__(self, ch: int, head_dim: int, context_dim: int, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.norm = group_norm(ch)
-        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(ch), nn.LayerNorm(ch), nn.LayerNorm(ch)
-        self.self_attn = Attention(ch, head_dim)
-        self.cross_attn = Attention(ch, head_dim, context_dim)
-        self.ff = FeedForward(ch)
+        self.norm = group_norm(ch, ops)
+        self.norm1, self.norm2, self.norm3 = ops.LayerNorm(ch), ops.LayerNorm(ch), ops.LayerNorm(ch)
+        self.self_attn = Attention(ch, head_dim, ops=ops)
+        self.cross_attn = Attention(ch, head_dim, context_dim, ops)
+        self.ff = FeedForward(ch, ops=ops)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # x (n, c, h, w), context (n, m, d)
         h, w = x.shape[-2:]
@@ -211,19 +218,17 @@ class SpatialTransformer(nn.Module):
         return x + rearrange(t, "n (h w) c -> n c h w", h=h, w=w)
 
 
-class Downsample(nn.Conv2d):
+def downsample(ch: int, ops: Ops = TORCH_OPS) -> nn.Conv2d:
     """Spatial /2 by a strided 3x3 conv."""
-
-    def __init__(self, ch: int):
-        super().__init__(ch, ch, 3, stride=2, padding=1)
+    return ops.Conv2d(ch, ch, 3, stride=2, padding=1)
 
 
 class Upsample(nn.Module):
     """Spatial x2: nearest-neighbour then a 3x3 conv."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv = ops.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -38,11 +38,13 @@ class STUNet(nn.Module):
         ch = [unet.cfg.base_channels * m for m in unet.cfg.channel_mult]
         coarsest = levels - 1
 
+        ops = unet.ops  # the temporal layers are built from the U-Net's layer classes
+
         def block(level: int) -> nn.Module:
             if level < coarsest:
-                return ConvInflationBlock(ch[level], unet.emb_dim, cfg.conv_kernel)
+                return ConvInflationBlock(ch[level], unet.emb_dim, cfg.conv_kernel, ops)
             return AttentionInflationBlock(ch[level], unet.emb_dim, unet.cfg.context_dim, cfg.attn_layers,
-                                           cfg.attn_head_dim, cfg.attn_mode, cfg.text_cross_attention)
+                                           cfg.attn_head_dim, cfg.attn_mode, cfg.text_cross_attention, ops)
 
         n = unet.cfg.num_res_blocks
         self.down_blocks = nn.ModuleList(nn.ModuleList(block(lvl) for _ in range(n)) for lvl in range(levels))
@@ -51,9 +53,9 @@ class STUNet(nn.Module):
         self.up_blocks = nn.ModuleList(nn.ModuleList(block(lvl) for _ in range(n + 1))
                                        for lvl in reversed(range(levels)))
         # keyed by the spatial resize k (between level k and k + 1) they follow
-        self.temporal_down = nn.ModuleDict({str(k): TemporalDownsample(ch[k], cfg.conv_kernel)
+        self.temporal_down = nn.ModuleDict({str(k): TemporalDownsample(ch[k], cfg.conv_kernel, ops)
                                             for k, on in enumerate(cfg.temporal_down) if on})
-        self.temporal_up = nn.ModuleDict({str(k): TemporalUpsample(ch[k + 1], cfg.conv_kernel)
+        self.temporal_up = nn.ModuleDict({str(k): TemporalUpsample(ch[k + 1], cfg.conv_kernel, ops)
                                           for k, on in enumerate(cfg.temporal_down) if on})
 
     @property
@@ -73,7 +75,7 @@ class STUNet(nn.Module):
         self.check_num_frames(frames)
         check_spatial_size(height, width, self.unet.cfg.num_levels)
         u = self.unet
-        out_dtype, dtype = x.dtype, u.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.compute)
+        out_dtype, dtype = x.dtype, u.dtype_for_compute()
         x, context = x.to(dtype), context.to(dtype)
         emb = u.embed(timestep, context)  # (b, e)
         h = u.conv_in(rearrange(x, "b c t h w -> (b t) c h w").contiguous(memory_format=torch.channels_last))

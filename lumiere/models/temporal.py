@@ -6,8 +6,9 @@ explicitly; the per-sample time/text embedding `emb (b, e)` and text tokens `con
 Temporal convolutions never move frames out of the batch layout: in channels_last memory (see
 `lumiere.compute`) the activations `((b t), c, h, w)` are also a `(b, c, t, h w)` image, so a k-tap temporal
 conv is a (k, 1) conv2d over that free view (`temporal_conv`), and the temporal layers add no layout copies to
-the 2-D U-Net's (only the replicate padding's frames). The parameters stay `nn.Conv1d` modules (replicate
-padding), so checkpoints keep their keys and shapes.
+the 2-D U-Net's (only the replicate padding's frames). The parameters stay `Conv1d` modules (replicate
+padding), so checkpoints keep their keys and shapes; their weights are read through the ops' `weights` (a host's
+cast and patch path, `lumiere.models.ops`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from .layers import Attention, FeedForward, group_norm, position_encoding, zero_init
+from .ops import TORCH_OPS, Ops
 
 
 def dirac_(conv: nn.Conv1d) -> nn.Conv1d:
@@ -29,11 +31,11 @@ def dirac_(conv: nn.Conv1d) -> nn.Conv1d:
     return conv
 
 
-def temporal_conv1d(kernel: int, ch: int) -> nn.Conv1d:
+def temporal_conv1d(kernel: int, ch: int, ops: Ops = TORCH_OPS) -> nn.Conv1d:
     """The parameters of a temporal conv (odd kernel, replicate padding); `temporal_conv` applies them."""
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"conv_kernel: expected an odd positive temporal kernel size, got {kernel}")
-    return nn.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate")
+    return ops.Conv1d(ch, ch, kernel, padding=kernel // 2, padding_mode="replicate")
 
 
 def frames_as_rows(h: torch.Tensor, frames: int) -> torch.Tensor:
@@ -82,12 +84,13 @@ class TemporalDownsample(nn.Module):
     are computed.
     """
 
-    def __init__(self, ch: int, kernel: int = 3):
+    def __init__(self, ch: int, kernel: int = 3, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.conv = dirac_(temporal_conv1d(kernel, ch))
+        self.conv = dirac_(temporal_conv1d(kernel, ch, ops))
+        self.weights = ops.weights
 
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b t/2), c, H, W)
-        return temporal_conv(h, self.conv.weight, self.conv.bias, frames, stride=2)
+        return temporal_conv(h, *self.weights(self.conv, h), frames, stride=2)
 
 
 def upsample_phases(weight: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -119,15 +122,16 @@ class TemporalUpsample(nn.Module):
     odd frames) are one conv over the input frames (`upsample_phases`), then interleaved.
     """
 
-    def __init__(self, ch: int, kernel: int = 3):
+    def __init__(self, ch: int, kernel: int = 3, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.conv = dirac_(temporal_conv1d(kernel, ch))
+        self.conv = dirac_(temporal_conv1d(kernel, ch, ops))
+        self.weights = ops.weights
 
     def forward(self, h: torch.Tensor, frames: int) -> torch.Tensor:  # ((b t), c, H, W) -> ((b 2t), c, H, W)
         n, c, H, W = h.shape
-        weight, starts = upsample_phases(self.conv.weight)
+        conv_weight, bias = self.weights(self.conv, h)
+        weight, starts = upsample_phases(conv_weight)
         pad = weight.shape[-1] - 1  # output i reads input frames i - pad ...: phase p's frame m is output m + lo + pad
-        bias = self.conv.bias
         y = conv_rows(frames_as_rows(h, frames), weight, torch.cat([bias, bias]), padding=pad).permute(0, 2, 3, 1)
         phases = [y[:, lo + pad:lo + pad + frames, :, p * c:(p + 1) * c] for p, lo in enumerate(starts)]
         out = torch.stack(phases, dim=2)  # (b, t, 2, H W, c): the phases interleaved as frames, one copy
@@ -140,31 +144,32 @@ class ConvInflationBlock(nn.Module):
     The time + pooled-text vector modulates it (FiLM), so the prompt reaches every temporal block.
     """
 
-    def __init__(self, ch: int, emb_dim: int, kernel: int = 3):
+    def __init__(self, ch: int, emb_dim: int, kernel: int = 3, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.norm = group_norm(ch)
-        self.conv_space = nn.Conv2d(ch, ch, 3, padding=1)
-        self.film = nn.Linear(emb_dim, 2 * ch)
-        self.norm_time = group_norm(ch)
-        self.conv_time = temporal_conv1d(kernel, ch)
-        self.proj_out = zero_init(nn.Conv2d(ch, ch, 1))
+        self.norm = group_norm(ch, ops)
+        self.conv_space = ops.Conv2d(ch, ch, 3, padding=1)
+        self.film = ops.Linear(emb_dim, 2 * ch)
+        self.norm_time = group_norm(ch, ops)
+        self.conv_time = temporal_conv1d(kernel, ch, ops)
+        self.proj_out = zero_init(ops.Conv2d(ch, ch, 1))
+        self.weights = ops.weights
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         y = self.conv_space(F.silu(self.norm(h)))  # ((b t), c, H, W)
         scale, shift = repeat(self.film(F.silu(emb)), "b c -> (b t) c 1 1", t=frames).chunk(2, dim=1)
         y = F.silu(self.norm_time.film(y, scale, shift))
-        y = F.silu(temporal_conv(y, self.conv_time.weight, self.conv_time.bias, frames))
+        y = F.silu(temporal_conv(y, *self.weights(self.conv_time, y), frames))
         return h + self.proj_out(y)
 
 
 class TemporalTransformerLayer(nn.Module):
-    def __init__(self, ch: int, head_dim: int, context_dim: int | None):
+    def __init__(self, ch: int, head_dim: int, context_dim: int | None, ops: Ops = TORCH_OPS):
         super().__init__()
-        self.norm1, self.norm3 = nn.LayerNorm(ch), nn.LayerNorm(ch)
-        self.attn = Attention(ch, head_dim)
-        self.norm2 = nn.LayerNorm(ch) if context_dim else None
-        self.cross_attn = Attention(ch, head_dim, context_dim) if context_dim else None
-        self.ff = FeedForward(ch, mult=2)
+        self.norm1, self.norm3 = ops.LayerNorm(ch), ops.LayerNorm(ch)
+        self.attn = Attention(ch, head_dim, ops=ops)
+        self.norm2 = ops.LayerNorm(ch) if context_dim else None
+        self.cross_attn = Attention(ch, head_dim, context_dim, ops) if context_dim else None
+        self.ff = FeedForward(ch, mult=2, ops=ops)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (n, l, c); context (b, m, d) with n a multiple of b (rows of one sample are consecutive)
@@ -183,17 +188,17 @@ class AttentionInflationBlock(nn.Module):
     """
 
     def __init__(self, ch: int, emb_dim: int, context_dim: int, layers: int, head_dim: int,
-                 mode: str = "temporal", text_cross_attention: bool = True):
+                 mode: str = "temporal", text_cross_attention: bool = True, ops: Ops = TORCH_OPS):
         super().__init__()
         if mode not in ("temporal", "spacetime"):
             raise ValueError(f"attn_mode: expected 'temporal' or 'spacetime', got {mode!r}")
         self.mode = mode
-        self.norm = group_norm(ch)
-        self.proj_in = nn.Linear(ch, ch)
-        self.film = nn.Linear(emb_dim, 2 * ch)
+        self.norm = group_norm(ch, ops)
+        self.proj_in = ops.Linear(ch, ch)
+        self.film = ops.Linear(emb_dim, 2 * ch)
         ctx = context_dim if text_cross_attention else None
-        self.layers = nn.ModuleList(TemporalTransformerLayer(ch, head_dim, ctx) for _ in range(layers))
-        self.proj_out = zero_init(nn.Linear(ch, ch))
+        self.layers = nn.ModuleList(TemporalTransformerLayer(ch, head_dim, ctx, ops) for _ in range(layers))
+        self.proj_out = zero_init(ops.Linear(ch, ch))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, frames: int) -> torch.Tensor:
         H, W = h.shape[-2:]

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import UNetConfig
-from .layers import Downsample, ResBlock, SpatialTransformer, Upsample, group_norm, timestep_embedding
+from .layers import ResBlock, SpatialTransformer, Upsample, downsample, group_norm, timestep_embedding
+from .ops import TORCH_OPS, Ops
 
 
 class Level(nn.Module):
@@ -21,21 +22,26 @@ class Level(nn.Module):
 class UNet2D(nn.Module):
     """T2I U-Net over frames (n, c, h, w). Text reaches it by cross-attention and by a pooled FiLM vector.
 
-    Its module tree is walked explicitly by `STUNet`, which interleaves the temporal layers.
+    Its module tree is walked explicitly by `STUNet`, which interleaves the temporal layers. `ops`: the layer
+    classes (`lumiere.models.ops`). It computes in `compute_dtype`, or in its weights' dtype when that is None.
     """
 
-    def __init__(self, cfg: UNetConfig):
+    def __init__(self, cfg: UNetConfig, ops: Ops = TORCH_OPS):
         super().__init__()
         self.cfg = cfg
+        self.ops = ops
+        self.compute_dtype: torch.dtype | None = None
         ch = [cfg.base_channels * m for m in cfg.channel_mult]
         emb_dim = 4 * cfg.base_channels
         self.emb_dim = emb_dim
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.text_pool = nn.Linear(cfg.context_dim, emb_dim)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
+        self.time_mlp = nn.Sequential(ops.Linear(cfg.base_channels, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim))
+        self.text_pool = ops.Linear(cfg.context_dim, emb_dim)
+        self.conv_in = ops.Conv2d(cfg.in_channels, ch[0], 3, padding=1)
 
         def attn(level: int, c: int) -> nn.Module:
-            return SpatialTransformer(c, cfg.head_dim, cfg.context_dim) if level in cfg.attn_levels else nn.Identity()
+            if level not in cfg.attn_levels:
+                return nn.Identity()
+            return SpatialTransformer(c, cfg.head_dim, cfg.context_dim, ops)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -44,33 +50,33 @@ class UNet2D(nn.Module):
         for lvl, c_out in enumerate(ch):
             res, att = [], []
             for _ in range(cfg.num_res_blocks):
-                res.append(ResBlock(c, c_out, emb_dim, cfg.dropout))
+                res.append(ResBlock(c, c_out, emb_dim, cfg.dropout, ops))
                 att.append(attn(lvl, c_out))
                 c = c_out
                 skip_ch.append(c)
             self.down.append(Level(res, att))
             if lvl < cfg.num_levels - 1:
-                self.downsample.append(Downsample(c))
+                self.downsample.append(downsample(c, ops))
                 skip_ch.append(c)
 
-        self.mid_res1 = ResBlock(c, c, emb_dim)
-        self.mid_attn = SpatialTransformer(c, cfg.head_dim, cfg.context_dim)
-        self.mid_res2 = ResBlock(c, c, emb_dim)
+        self.mid_res1 = ResBlock(c, c, emb_dim, ops=ops)
+        self.mid_attn = SpatialTransformer(c, cfg.head_dim, cfg.context_dim, ops)
+        self.mid_res2 = ResBlock(c, c, emb_dim, ops=ops)
 
         self.up = nn.ModuleList()  # up[i] is level (num_levels - 1 - i): coarsest first
         self.upsample = nn.ModuleList()
         for lvl in reversed(range(cfg.num_levels)):
             res, att = [], []
             for _ in range(cfg.num_res_blocks + 1):
-                res.append(ResBlock(c + skip_ch.pop(), ch[lvl], emb_dim, cfg.dropout))
+                res.append(ResBlock(c + skip_ch.pop(), ch[lvl], emb_dim, cfg.dropout, ops))
                 att.append(attn(lvl, ch[lvl]))
                 c = ch[lvl]
             self.up.append(Level(res, att))
             if lvl > 0:
-                self.upsample.append(Upsample(c))
+                self.upsample.append(Upsample(c, ops))
 
-        self.norm_out = group_norm(c)
-        self.conv_out = nn.Conv2d(c, cfg.out_channels, 3, padding=1)
+        self.norm_out = group_norm(c, ops)
+        self.conv_out = ops.Conv2d(c, cfg.out_channels, 3, padding=1)
 
     def embed(self, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Time + mean-pooled text: the FiLM vector of every res block.  # (n,), (n, m, d) -> (n, e)"""
@@ -80,7 +86,7 @@ class UNet2D(nn.Module):
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (n, c_in, h, w), timestep (n,), context (n, m, d) -> (n, c_out, h, w)
         check_spatial_size(x.shape[-2], x.shape[-1], self.cfg.num_levels)
-        out_dtype, dtype = x.dtype, self.conv_in.weight.dtype  # compute in the weights' dtype (lumiere.compute)
+        out_dtype, dtype = x.dtype, self.dtype_for_compute()
         x, context = x.to(dtype), context.to(dtype)
         emb = self.embed(timestep, context)
         h = self.conv_in(x.contiguous(memory_format=torch.channels_last))
@@ -99,6 +105,11 @@ class UNet2D(nn.Module):
             if i < len(self.upsample):
                 h = self.upsample[i](h)
         return self.conv_out(F.silu(self.norm_out(h))).to(out_dtype)
+
+
+    def dtype_for_compute(self) -> torch.dtype:
+        """`compute_dtype`, or the weights' dtype (lumiere.compute) when that is None."""
+        return self.compute_dtype or self.conv_in.weight.dtype
 
 
 def run_attn(att: nn.Module, h: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -122,7 +133,7 @@ def widen_input(unet: UNet2D, in_channels: int) -> UNet2D:
     old = unet.conv_in
     if in_channels < old.in_channels:
         raise ValueError(f"in_channels: expected >= {old.in_channels} (the current width), got {in_channels}")
-    new = nn.Conv2d(in_channels, old.out_channels, 3, padding=1).to(old.weight.device, old.weight.dtype)
+    new = unet.ops.Conv2d(in_channels, old.out_channels, 3, padding=1).to(old.weight.device, old.weight.dtype)
     with torch.no_grad():
         new.weight.zero_()
         new.weight[:, : old.in_channels] = old.weight
