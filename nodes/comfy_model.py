@@ -17,6 +17,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
+import comfy.ops
 import comfy.sd
 import comfy.supported_models_base
 import comfy.utils
@@ -26,6 +27,7 @@ from ..lumiere.checkpoint import build_model, load_state, load_state_into
 from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
 from ..lumiere.memory import format_bytes, sampling_memory_estimate
+from ..lumiere.models.ops import Ops
 from ..lumiere.models.stunet import STUNet
 from ..lumiere.models.unet2d import check_spatial_size
 from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, WordTokenizer, split_words
@@ -69,14 +71,33 @@ class LumiereVideoFormat(comfy.latent_formats.LatentFormat):
         return latent
 
 
+def comfy_weights(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A comfy.ops layer's weight and bias as its own forward applies them to `x`: cast to x's dtype and device
+    with core's weight patches (LoRA, low-VRAM) when the layer casts or has patches, else as stored."""
+    if layer.comfy_cast_weights or layer.weight_function or layer.bias_function:
+        return comfy.ops.cast_bias_weight(layer, x)
+    return layer.weight, layer.bias
+
+
+def lumiere_ops(operations) -> Ops:
+    """The library's layer classes from core's `operations` (the comfy.ops class core picked for the weight and
+    compute dtypes; disable_weight_init when None)."""
+    operations = operations or comfy.ops.disable_weight_init
+    return Ops(Linear=operations.Linear, Conv1d=operations.Conv1d, Conv2d=operations.Conv2d,
+               GroupNorm=operations.GroupNorm, LayerNorm=operations.LayerNorm, weights=comfy_weights)
+
+
 class LumiereNet(torch.nn.Module):
-    """The library network as ComfyUI's `diffusion_model`: forward(x, t in (0, 1), context) -> v."""
+    """The library network as ComfyUI's `diffusion_model`: forward(x, t in (0, 1), context) -> v.
+
+    Built from core's `operations` (comfy.ops layers: weight casts, patches and offloading act on it)."""
 
     def __init__(self, lumiere_config: dict, dtype=None, device=None, operations=None, **kwargs):
         super().__init__()
         self.config = ModelConfig.from_dict(lumiere_config)
         # STUNet or UNet2D, in the library's compute layout (channels_last: lumiere.compute)
-        self.net = to_compute_layout(build_model(self.config).to(device=device, dtype=dtype))
+        net = build_model(self.config, lumiere_ops(operations)).to(device=device, dtype=dtype)
+        self.net = to_compute_layout(net)
         self.dtype = dtype or torch.float32
 
     def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
@@ -95,7 +116,7 @@ class LumiereComfyConfig(comfy.supported_models_base.BASE):
     unet_extra_config = {}  # BASE's default injects SD kwargs
     latent_format = LumiereVideoFormat
     memory_usage_factor = 0.05  # pixel space, small nets (ChromaRadiance uses 0.038); calibrate on GPU
-    # no fp16: pixel-space v-prediction overflows it; the layers are plain torch (no manual cast)
+    # no fp16: pixel-space v-prediction overflows it
     supported_inference_dtypes = [torch.bfloat16, torch.float32]
 
     def __init__(self, lumiere: ModelConfig):
@@ -111,6 +132,9 @@ class LumiereModel(comfy.model_base.BaseModel):
     def __init__(self, model_config: LumiereComfyConfig, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.V_PREDICTION_CONTINUOUS, device=device,
                          unet_model=LumiereNet)
+        # weights stored in one dtype, computed in another (core's manual cast, e.g. fp8 weights)
+        net = self.diffusion_model.net
+        (net.unet if isinstance(net, STUNet) else net).compute_dtype = self.manual_cast_dtype
 
     @property
     def lumiere_config(self) -> ModelConfig:
@@ -186,12 +210,19 @@ def check_memory(model, shape, name: str, fix: str, frames_total: int | None = N
                          f"{model.load_device}, got {list(shape)} needing about {format_bytes(need)}; {fix}")
 
 
-WEIGHT_DTYPES = ("default",) + tuple(PRECISIONS)  # "default": ComfyUI's choice for the device
+# weight storage as core's diffusion-model loaders name it. "default": ComfyUI's choice for the device; fp32 / bf16:
+# weights and compute in that dtype; fp8: weights stored in 8 bits, each layer cast to the compute dtype ComfyUI
+# picks for the device when it runs (torch casts fp8 on every device; fp8 matrix units are not used)
+FP8_DTYPES = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+WEIGHT_DTYPES = ("default",) + tuple(PRECISIONS) + tuple(FP8_DTYPES)
 
 
 def load_model_patcher(path: str, weight_dtype: str = "default") -> tuple[comfy.model_patcher.ModelPatcher,
                                                                            ModelConfig, dict]:
-    """Checkpoint -> ModelPatcher (the steps of comfy.sd.load_diffusion_model_state_dict) + config + raw state."""
+    """Checkpoint -> ModelPatcher (the steps of comfy.sd.load_diffusion_model_state_dict) + config + raw state.
+
+    The patcher's `cached_patcher_init` re-loads it from the file (core's device-selection and multi-GPU nodes
+    re-create models with it)."""
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype: expected one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
     state, config = load_state(path)  # CheckpointError names the file
@@ -201,13 +232,25 @@ def load_model_patcher(path: str, weight_dtype: str = "default") -> tuple[comfy.
     if weight_dtype == "default":
         dtype = mm.unet_dtype(model_params=comfy.utils.calculate_parameters(net_state),
                               supported_dtypes=cfg.supported_inference_dtypes)
+        compute = mm.unet_manual_cast(dtype, load_device, cfg.supported_inference_dtypes)
+    elif weight_dtype in FP8_DTYPES:
+        dtype = FP8_DTYPES[weight_dtype]
+        compute = mm.unet_manual_cast(dtype, load_device, cfg.supported_inference_dtypes)
     else:
-        dtype = PRECISIONS[weight_dtype]
-    cfg.set_inference_dtype(dtype, mm.unet_manual_cast(dtype, load_device, cfg.supported_inference_dtypes))
+        dtype, compute = PRECISIONS[weight_dtype], None  # computed in the weights' dtype, as chosen
+    cfg.set_inference_dtype(dtype, compute)
     model = cfg.get_model(device=offload_device)
     load_state_into(path, model.diffusion_model.net, net_state, "net.")  # strict, errors name file and key
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
+    patcher.cached_patcher_init = (reload_model_patcher, (path, weight_dtype))
     return patcher, config, state
+
+
+def reload_model_patcher(path: str, weight_dtype: str = "default",
+                         disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
+    """The MODEL of `path` loaded afresh: the Loader's `cached_patcher_init` (this loader always makes a plain,
+    non-dynamic ModelPatcher, so `disable_dynamic` changes nothing)."""
+    return load_model_patcher(path, weight_dtype)[0]
 
 
 # ---- CLIP: the built-in word-level text encoder behind core CLIPTextEncode -------------------------------------

@@ -59,8 +59,11 @@ class LumiereLoader(io.ComfyNode):
                     io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
                                    tooltip="Precision of the network's weights and compute. default: ComfyUI's "
                                            "choice for the device. bf16: about 1.8x faster on CPUs with bf16 "
-                                           "units and half the memory, frames ~50 dB PSNR from fp32. fp16 is not "
-                                           "offered (pixel-space v-prediction overflows it).")],
+                                           "units and half the memory, frames ~50 dB PSNR from fp32. fp8_e4m3fn / "
+                                           "fp8_e5m2: weights stored in 8 bits (a quarter of fp32), each layer "
+                                           "cast to ComfyUI's compute dtype for the device when it runs (on a "
+                                           "CPU: fp32; no faster, less memory). fp16 is not offered (pixel-space "
+                                           "v-prediction overflows it).")],
             outputs=[
                 io.Model.Output(display_name="MODEL"),
                 io.Clip.Output(display_name="CLIP", tooltip="Its built-in text encoder (None for models that take "
