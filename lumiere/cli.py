@@ -19,10 +19,55 @@ from .errors import InputError, as_input_error
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
 
 
+def default_model() -> str:
+    """The shipped demo model: in the repository (`make demo` writes it there, `pip install -e .` and running
+    from the checkout find it), else models/lumiere/ under the current folder."""
+    for path in (DEFAULT_MODEL, Path("models") / "lumiere" / DEFAULT_MODEL.name):
+        if path.is_file():
+            return str(path)
+    return str(DEFAULT_MODEL)
+
+
+def check_default_model(path: str) -> None:
+    if path == str(DEFAULT_MODEL) and not DEFAULT_MODEL.is_file():
+        raise InputError(f"--model: expected a Lumiere checkpoint; the default, the shipped demo model, is not at "
+                         f"{DEFAULT_MODEL} nor in ./models/lumiere/ (a non-editable `pip install` does not carry "
+                         f"it): pass --model PATH (the repository's models/lumiere/*.safetensors)")
+
+
+def media_check(out: str) -> None:
+    """The packages `save_video` needs for `out`, checked before sampling (not after it)."""
+    import importlib.util
+
+    suffix = Path(out).suffix.lower()
+    need = {".mp4": ["av"], ".webp": ["PIL"], ".gif": ["PIL"], "": ["PIL"]}.get(suffix, [])
+    missing = [m for m in need if importlib.util.find_spec(m) is None]
+    if missing:
+        names = {"av": "av (PyAV)", "PIL": "pillow"}
+        raise InputError(f"--out: writing {out!r} needs {', '.join(names[m] for m in missing)}: "
+                         f"pip install 'comfyui-lumiere[media]' (or pip install {' '.join(names[m].split()[0] for m in missing)})")
+
+
+def warn_prompt(bundle, flag: str, schedule: list) -> None:
+    """Say once, on stderr, what the text encoder loses of a prompt (characters, unknown words, length)."""
+    enc = bundle.text_encoder
+    if enc is None:
+        return
+    for start, text in schedule:
+        name = flag if len(schedule) == 1 else f"{flag} (segment at frame {start})"
+        for problem in enc.tokenizer.problems(text, name):
+            print(f"lumiere generate: warning: {problem}", file=sys.stderr)
+
+
 # the library's input names (its errors read "name: expected X, got Y") -> the generate command's flags
 FLAGS = {"threads": "--threads", "device": "--device", "context": "--context", "num_frames": "--frames",
          "window": "--window", "overlap": "--overlap", "indices": "--keyframe", "prompt schedule": "--prompt",
-         "clip": "--video"}
+         "clip": "--video", "video": "--video", "height": "--height", "width": "--width", "steps": "--steps",
+         "strength": "--strength", "denoise": "--strength", "tile": "--tile", "alpha": "--alpha",
+         "cfg": "--cfg", "prompt": "--prompt", "negative": "--negative"}
+
+# flags whose value must be a positive whole number (0 is no "default": leave the flag out for that)
+POSITIVE = ("frames", "height", "width", "threads", "steps", "ssr_steps", "window", "tile", "context")
 
 
 def flag_error(e: ValueError) -> ValueError:
@@ -35,7 +80,9 @@ def flag_error(e: ValueError) -> ValueError:
 
 
 def add_generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=str(DEFAULT_MODEL), help="base checkpoint (default: the shipped demo model)")
+    p.add_argument("--model", default=default_model(),
+                   help="base checkpoint (default: the shipped demo model, models/lumiere/lumiere_demo_base.safetensors "
+                        "of the checkout)")
     p.add_argument("--prompt", default="", help="text prompt")
     p.add_argument("--negative", default="", help="negative prompt (the unconditional side of CFG)")
     p.add_argument("--frames", type=int, default=None, help="frame count (default: the model's)")
@@ -164,10 +211,38 @@ def _keyframes(specs: list[str], t: int, h: int, w: int):
         raise InputError(f"--keyframe: {e}") from None
 
 
+def check_generate_memory(cfg, device, precision: str, t: int, h: int, w: int, windowed: bool, ssr,
+                          window: int | None) -> None:
+    """Refuse, before any sampling, a run whose estimated memory (`lumiere.memory`, the estimate the ComfyUI nodes
+    use) exceeds what the device has available."""
+    from .compute import PRECISIONS
+    from .memory import available_bytes, format_bytes, sampling_memory_estimate
+
+    free = available_bytes(device)
+    if free is None:
+        return
+    dtype = PRECISIONS[precision]
+    try:
+        need = sampling_memory_estimate(cfg, (1, 3, min(t, cfg.num_frames) if windowed else t, h, w), dtype=dtype,
+                                        latent_frames=t)
+        if ssr is not None:
+            s = ssr.config
+            need = max(need, sampling_memory_estimate(s, (1, 3, min(t, window or s.num_frames), h * s.scale,
+                                                          w * s.scale), cfg_batch=1, dtype=dtype, latent_frames=t))
+    except ValueError as e:  # a shape the network cannot take: named by the network's own check later
+        if as_input_error(e) is None:
+            raise
+        return
+    if need > free:
+        raise InputError(f"--frames/--height/--width: expected a video whose sampling fits the {format_bytes(free)} "
+                         f"available on {device}, got {t} frames of {h}x{w} needing about {format_bytes(need)}; "
+                         f"fewer frames or a smaller size")
+
+
 def generate_command(args) -> int:
     from .compute import prepare_for_inference, resolve_device, set_threads
     from .media import check_output_path, load_video, save_video
-    from .pipeline import generate, generate_extended, generate_long, parse_prompt_schedule, upscale
+    from .pipeline import check_schedule, generate, generate_extended, generate_long, parse_prompt_schedule, upscale
     from .stylize import stylize, t2i_state_dict
 
     mode = args.mode or ("image_to_video" if args.image else "text")
@@ -176,7 +251,14 @@ def generate_command(args) -> int:
         raise InputError("--strength: SDEdit needs --video (in text mode)")
     if (args.window is not None or args.tile is not None) and not args.ssr:
         raise InputError("--window/--tile: only used with --ssr")
+    for name in POSITIVE:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name.replace('_', '-')}: expected a positive whole number, got {value} "
+                             f"(leave the flag out for the default)")
     _read("--out", check_output_path, args.out)
+    media_check(args.out)
+    check_default_model(args.model)
     try:
         set_threads(args.threads)
         device = resolve_device(args.device)
@@ -195,6 +277,8 @@ def generate_command(args) -> int:
         try:
             stylize(bundle.model, t2i_state_dict(style.model), args.alpha)
         except (KeyError, ValueError) as e:
+            if str(e.args[0]).startswith("alpha:"):
+                raise InputError(f"--{e.args[0]}") from None
             raise InputError(f"--style: {args.style}: {e.args[0]}") from None
     for b in (bundle, ssr):
         if b is not None:  # the library follows the model's device and dtype
@@ -205,6 +289,14 @@ def generate_command(args) -> int:
     except ValueError as e:
         raise flag_error(e) from None
     windowed = args.loop or t > cfg.num_frames or len(schedule) > 1
+    try:
+        if windowed:
+            check_schedule(schedule, t)
+    except ValueError as e:
+        raise flag_error(e) from None
+    warn_prompt(bundle, "--prompt", schedule)
+    warn_prompt(bundle, "--negative", [(0, args.negative)])
+    check_generate_memory(cfg, device, args.precision, t, h, w, windowed, ssr, args.window)
     C, M = _conditioning(args, mode, t, h, w)
     init = _read("--video", load_video, args.video, t, h, w) if sdedit else None
     if windowed and sdedit:

@@ -121,5 +121,21 @@ def sampler_copies_bytes(shape: tuple[int, ...], extra_channels: int = 0) -> int
     return (SAMPLER_COPIES * c + extra_channels) * b * t * h * w * 4
 
 
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for a new allocation on `device`: the kernel's MemAvailable for the CPU (Linux), the driver's
+    free memory for CUDA; None where it cannot be read (the caller then does not refuse anything)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
 def format_bytes(n: int) -> str:
     return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MiB"

@@ -165,8 +165,8 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     ctx, uctx = ctx.to(device).expand(b, -1, -1), uctx.to(device).expand(b, -1, -1)
     window = window or cfgm.num_frames
     net = bundle.model
-    if isinstance(net, STUNet):
-        net.check_num_frames(min(window, t))
+    if isinstance(net, STUNet):  # a clip shorter than the window is sampled whole: then its length is the input
+        net.check_num_frames(t, "video") if t < window else net.check_num_frames(window, "window")
     denoiser = MultiDiffusionDenoiser(Denoiser(net, ctx, uctx, None, cfg), window, overlap, fuse, tile=tile,
                                       cond=lowres)
     sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
@@ -202,6 +202,14 @@ def parse_prompt_schedule(schedule: str | list) -> list[tuple[int, str]]:
     return pairs
 
 
+def check_schedule(schedule: list[tuple[int, str]], num_frames: int) -> None:
+    """Every segment of a prompt schedule starts within the clip (a later one would never be used)."""
+    late = [f for f, _ in schedule if f >= num_frames]
+    if late:
+        raise ValueError(f"prompt schedule: expected segments starting within the clip's {num_frames} frames "
+                         f"(0-{num_frames - 1}), got start frame(s) {late}; lengthen the clip or move them")
+
+
 def segment_at(schedule: list[tuple[int, str]], frame: int) -> int:
     """Index of the schedule segment that frame `frame` falls in (the first, for frames before every start)."""
     return max((i for i, (start, _) in enumerate(schedule) if start <= frame), default=0)
@@ -231,6 +239,7 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     """
     cfgm = bundle.config
     schedule = parse_prompt_schedule(prompts)
+    check_schedule(schedule, num_frames)
     window = window or cfgm.num_frames
     if loop:
         window = min(window, num_frames)

@@ -232,7 +232,7 @@ def test_ssr_and_style(files, tmp_path):
     (("--video", "{d}/absent.mp4",), "--video: {d}/absent.mp4: no such file"),
     (("--video", "{d}/input.gif", "--frames", 16), "--video: {d}/input.gif: has 8 frames, 16 are needed"),
     (("--strength", 0.5), "--strength: SDEdit needs --video"),
-    (("--video", "{d}/input.gif", "--strength", 1.5), "strength: expected a value in (0, 1]"),
+    (("--video", "{d}/input.gif", "--strength", 1.5), "--strength: expected a value in (0, 1]"),
     (("--window", 4), "--window/--tile: only used with --ssr"),
     (("--mode", "keyframes",), "--keyframe: required by --mode keyframes"),
     (("--mode", "keyframes", "--keyframe", "first={d}/image.png"), "--keyframe: expected FRAME=PNG"),
@@ -247,7 +247,7 @@ def test_ssr_and_style(files, tmp_path):
     (("--ssr", "{d}/base.safetensors",), "--ssr: {d}/base.safetensors is not an SSR model"),
     (("--style", "{d}/ssr.safetensors",),
      "--style: {d}/ssr.safetensors: style weights: key 'conv_in.weight' has shape (16, 6, 3, 3)"),
-    (("--style", "{d}/style.safetensors", "--alpha", 2), "alpha: expected a value in [0, 1]"),
+    (("--style", "{d}/style.safetensors", "--alpha", 2), "--alpha: expected a value in [0, 1]"),
     (("--out", "{d}/clip.avi",), "--out: {d}/clip.avi: unsupported output format '.avi'"),
 ])
 def test_generate_errors_name_the_input(files, capsys, extra, message):
@@ -302,3 +302,117 @@ def test_only_the_projects_errors_are_one_liners(files, capsys, monkeypatch):
     monkeypatch.setattr(lumiere.pipeline, "generate", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         main(*gen(files, "--frames", 4, "--out", files / "never.webp"))
+
+
+# ---------------------------------------------------------------- nothing lost or changed silently (subprocess)
+
+
+@pytest.mark.parametrize("flag", ["--frames", "--width", "--height", "--threads", "--steps"])
+def test_zero_is_an_error_not_the_default(files, flag):
+    proc = run(*gen(files, flag, 0, "--out", files / "never.webp"), check_rc=2)
+    assert proc.stderr.strip() == (f"lumiere generate: error: {flag}: expected a positive whole number, got 0 "
+                                   "(leave the flag out for the default)")
+    assert not (files / "never.webp").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--height", 17), "--height: expected a multiple of "),
+    (("--width", 17), "--width: expected a multiple of "),
+    (("--frames", 16, "--prompt", "0: a red cat; 16: a cat"),
+     "--prompt: expected segments starting within the clip's 16 frames (0-15), got start frame(s) [16]"),
+])
+def test_errors_name_the_flag(files, tmp_path, extra, message):
+    proc = run(*gen(files, *extra, "--out", tmp_path / "x.webp"), check_rc=2)
+    assert proc.stderr.startswith(f"lumiere generate: error: {message}"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_oversized_run_refused_up_front_by_the_memory_estimate(files, tmp_path):
+    import time
+
+    start = time.monotonic()
+    proc = run(*gen(files, "--frames", 4096, "--width", 1024, "--height", 1024, "--out", tmp_path / "x.webp"),
+               check_rc=2)
+    assert proc.stderr.startswith("lumiere generate: error: --frames/--height/--width: expected a video whose "
+                                  "sampling fits the "), proc.stderr
+    assert "4096 frames of 1024x1024 needing about" in proc.stderr
+    assert time.monotonic() - start < 60 and not (tmp_path / "x.webp").exists()
+
+
+def test_prompt_losses_are_said_once(files, tmp_path):
+    """Characters the encoder cannot read, unknown words and words past its length: one warning each, before
+    sampling (not per step), and the clip is still made."""
+    out = tmp_path / "x.webp"
+    proc = run("generate", "--model", files / "base.safetensors", "--steps", 3, "--frames", 4, "--out", out,
+               "--prompt", "a red café 🎈 cat a red cat a red cat", "--negative", "一只红色的圆")
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("lumiere generate: warning: ")]
+    assert warnings == [
+        "lumiere generate: warning: --prompt: the text encoder reads a-z and 0-9 only; it drops 'é🎈' "
+        "(reads 'a red caf cat a red cat a red cat')",
+        "lumiere generate: warning: --prompt: the text encoder does not know 'caf' (they encode as 'unknown'); "
+        "it knows: a red cat",
+        "lumiere generate: warning: --prompt: 10 words, the text encoder reads the first 7; dropped: "
+        "'a red cat'",
+        "lumiere generate: warning: --negative: the text encoder reads a-z and 0-9 only; it drops '一只红色的圆' "
+        "(reads nothing: the empty prompt)",
+    ]
+    assert proc.stdout.strip() == str(out) and out.exists()
+    quiet = run(*gen(files, "--frames", 4, "--out", tmp_path / "y.webp"))  # "a red cat": nothing to say
+    assert "warning" not in quiet.stderr
+
+
+def test_without_torch_the_cli_names_what_to_install(tmp_path):
+    """python -S: no site-packages, so no torch (the state of `pip install .` into a fresh venv)."""
+    proc = subprocess.run([sys.executable, "-S", "-m", "lumiere", "--help"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("lumiere: error: lumiere needs PyTorch, which is not installed in this Python: "
+                                   "pip install torch (the build for your machine: "
+                                   "https://pytorch.org/get-started/locally/)")
+
+
+def _site_without(tmp_path, *hidden):
+    """A copy of this interpreter's import path as symlinks, less the packages `hidden` (run with python -S)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for entry in sys.path:
+        if entry.endswith("site-packages") and Path(entry).is_dir():
+            for item in Path(entry).iterdir():
+                if item.name.split(".")[0].split("-")[0] not in hidden and not (site / item.name).exists():
+                    (site / item.name).symlink_to(item)
+    return site
+
+
+def test_a_copy_of_the_library_without_its_models_says_so(files, tmp_path):
+    """A non-editable install: the library alone in site-packages, no models beside it, run from another folder."""
+    import shutil
+
+    site = _site_without(tmp_path, "lumiere", "__editable__", "comfyui_lumiere")
+    shutil.copytree(ROOT / "lumiere", site / "lumiere", ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [sys.executable, "-S", "-m", "lumiere", "generate", "--steps", 1, "--quiet", "--out", "x.webp"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([str(c) for c in cmd], cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("lumiere generate: error: --model: expected a Lumiere checkpoint; the default, "
+                                  "the shipped demo model, is not at ")
+    assert "pass --model PATH" in proc.stderr and not (work / "x.webp").exists()
+    (work / "models" / "lumiere").mkdir(parents=True)  # models/lumiere/ in the folder it runs from is found
+    shutil.copy(files / "base.safetensors", work / "models" / "lumiere" / "lumiere_demo_base.safetensors")
+    proc = subprocess.run([str(c) for c in cmd], cwd=work, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "x.webp").exists()
+
+
+def test_without_media_packages_saving_is_refused_before_sampling(files, tmp_path):
+    site = _site_without(tmp_path, "PIL", "pillow", "av")
+    for out, need in (("x.webp", "pillow"), ("x.mp4", "av (PyAV)"), ("frames", "pillow")):
+        cmd = [sys.executable, "-S", "-m", "lumiere", *gen(files, "--out", tmp_path / out)]
+        proc = subprocess.run([str(c) for c in cmd], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": f"{site}:{ROOT}"})
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == (f"lumiere generate: error: --out: writing {str(tmp_path / out)!r} needs "
+                                       f"{need}: pip install 'comfyui-lumiere[media]' (or pip install "
+                                       f"{need.split()[0]})")
+        assert not (tmp_path / out).exists()

@@ -124,3 +124,23 @@ def test_keyframe_indices_parse_and_count_from_the_end():
     torch.testing.assert_close(C[:, :, 7], frames[:, :, 1])
     with pytest.raises(ValueError, match="indices"):
         keyframes(frames, [0, -8], 8)  # both are frame 0
+
+
+def test_a_schedule_segment_past_the_clip_is_refused(tiny):
+    with pytest.raises(ValueError, match=r"^prompt schedule: expected segments starting within the clip's 8 frames "
+                                         r"\(0-7\), got start frame\(s\) \[8, 12\]"):
+        generate_long(tiny, "0: a; 8: b; 12: c", 8, steps=1)
+
+
+def test_ssr_on_a_clip_shorter_than_its_window_names_the_clip():
+    import dataclasses
+
+    from lumiere.pipeline import upscale
+
+    cfg = dataclasses.replace(get_preset("tiny"), role="ssr", conditioning="lowres", scale=2, num_frames=4)
+    cfg.unet.in_channels = 6
+    ssr = build_bundle(cfg)
+    with pytest.raises(ValueError, match=r"^video: expected a positive multiple of 2 frames .*got 1$"):
+        upscale(ssr, torch.zeros(1, 3, 1, 8, 8), "", steps=1)
+    with pytest.raises(ValueError, match=r"^window: expected a positive multiple of 2 frames .*got 3$"):
+        upscale(ssr, torch.zeros(1, 3, 8, 8, 8), "", window=3, steps=1)

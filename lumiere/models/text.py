@@ -29,6 +29,26 @@ class WordTokenizer:
         self.index = {w: i for i, w in enumerate(self.vocab)}
         self.max_tokens = max_tokens
 
+    def problems(self, text: str, name: str = "prompt") -> list[str]:
+        """What the encoder loses of `text`, one message each naming `name`: characters it cannot read (it reads
+        a-z and 0-9 only: accents, other scripts and emoji are dropped), words it does not know (they encode as
+        [unk]) and words past its length. Empty when the text is read whole."""
+        out = []
+        words = split_words(text)
+        dropped = "".join(dict.fromkeys(ch for ch in text.lower() if not ch.isascii() and not ch.isspace()))
+        if dropped:
+            reads = f"reads {' '.join(words)!r}" if words else "reads nothing: the empty prompt"
+            out.append(f"{name}: the text encoder reads a-z and 0-9 only; it drops {dropped!r} ({reads})")
+        unknown = sorted({w for w in words if w not in self.index})
+        if unknown:
+            known = " ".join(w for w in self.vocab if w not in SPECIAL_TOKENS)
+            out.append(f"{name}: the text encoder does not know {', '.join(repr(w) for w in unknown)} "
+                       f"(they encode as 'unknown'); it knows: {known}")
+        if len(words) > self.max_tokens - 1:
+            out.append(f"{name}: {len(words)} words, the text encoder reads the first {self.max_tokens - 1}; "
+                       f"dropped: {' '.join(words[self.max_tokens - 1:])!r}")
+        return out
+
     def __call__(self, text: str) -> list[int]:
         ids = [self.index.get(w, UNK) for w in split_words(text)][: self.max_tokens - 1] + [END]
         return ids + [PAD] * (self.max_tokens - len(ids))
