@@ -30,7 +30,7 @@ from ..lumiere.memory import format_bytes, sampling_memory_estimate
 from ..lumiere.models.ops import Ops
 from ..lumiere.models.stunet import STUNet
 from ..lumiere.models.unet2d import check_spatial_size
-from ..lumiere.models.text import END, PAD, SPECIAL_TOKENS, UNK, TextEncoder, WordTokenizer, split_words
+from ..lumiere.models.text import END, PAD, UNK, TextEncoder, WordTokenizer, split_words
 from ..lumiere.pipeline import video_net
 
 COND_KEY = "lumiere_cond"  # CONDITIONING key: the extra channels (b, k, t, h, w) concatenated after x
@@ -183,6 +183,16 @@ def lumiere_config(model) -> ModelConfig:
     return model.model.lumiere_config
 
 
+def check_base_model(model, name: str = "model") -> None:
+    """A base (text/image-to-video) model, not an SSR one: an SSR model would sample text-to-video from a zero
+    low-res input."""
+    config = lumiere_config(model)
+    if config.conditioning == "lowres":
+        raise ValueError(f"{name}: expected a base Lumiere model (text/image-to-video), got an SSR checkpoint (role "
+                         f"{config.role!r}); give it to Lumiere SSR Upscale with the base's output, and load a base "
+                         f"model for this sampler")
+
+
 def check_video_shape(model, shape, name: str) -> None:
     """Frames and size the network can take, with errors that name the input."""
     net = lumiere_net(model)
@@ -269,13 +279,10 @@ class LumiereTokenizer:
         n = self.words.max_tokens
         segments = [(text, 1.0)] if kwargs.get("disable_weights") else token_weights(escape_important(text), 1.0)
         words = [(w, weight) for seg, weight in segments for w in split_words(unescape_important(seg))]
-        unknown = sorted({w for w, _ in words if w not in self.words.index})
-        if unknown:
-            logging.warning("Lumiere CLIP: the text encoder does not know %s (they encode as 'unknown'); it knows: %s",
-                            ", ".join(repr(w) for w in unknown), " ".join(w for w in self.words.vocab if w not in SPECIAL_TOKENS))
-        if len(words) > n - 1:
-            logging.warning("Lumiere CLIP: the prompt has %d words; the text encoder reads the first %d", len(words),
-                            n - 1)
+        # what the encoder loses (characters outside a-z 0-9, unknown words, words past its length), said once per
+        # encoded prompt (core caches the encoding; sampling steps never tokenize)
+        for problem in self.words.problems(" ".join(unescape_important(seg) for seg, _ in segments), "text"):
+            logging.warning("Lumiere CLIP: %s", problem)
         pairs = [(self.words.index.get(w, UNK), weight) for w, weight in words]
         pairs = pairs[: n - 1] + [(END, 1.0)]  # as WordTokenizer: truncate, [end], pad
         pairs += [(PAD, 1.0)] * (n - len(pairs))

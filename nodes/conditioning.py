@@ -19,6 +19,7 @@ from .comfy_model import COND_KEY
 from .latent import check_finite, check_latent_memory, frames_to_video
 from .search import aliases
 
+FIT_SIZE = 32  # the shipped demo models' frame size: a user's media is fitted to it unless width / height say otherwise
 MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
 
 
@@ -90,13 +91,19 @@ def fit_inputs(image, mask, mode: str, frames: int, width: int, height: int):
             raise ValueError(f"width/height: expected both set (or both 0 to keep the image's size), got "
                              f"{width}x{height}")
         if image is not None and tuple(image.shape[1:3]) != (height, width):
-            image = comfy.utils.common_upscale(image.movedim(-1, 1), width, height, "bilinear",
-                                               "center").movedim(1, -1)
+            image = resize(image.movedim(-1, 1), width, height).movedim(1, -1)
         if mask is not None and tuple(mask.shape[-2:]) != (height, width):
             m = mask[None] if mask.ndim == 2 else mask
-            m = comfy.utils.common_upscale(m[:, None].float(), width, height, "bilinear", "center")[:, 0]
+            m = resize(m[:, None].float(), width, height)[:, 0]
             mask = m[0] if mask.ndim == 2 else m
     return image, mask
+
+
+def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(N, C, H, W) centre-cropped to the aspect and resized: an area average where it shrinks (antialiased: a
+    10x downscale of a photo does not alias), bilinear where it grows."""
+    shrink = width <= x.shape[-1] and height <= x.shape[-2]
+    return comfy.utils.common_upscale(x, width, height, "area" if shrink else "bilinear", "center")
 
 
 def pad_input(name: str, side: str) -> io.Int.Input:
@@ -152,11 +159,14 @@ class LumiereConditioning(io.ComfyNode):
                 io.String.Input("indices", default="0, -1", optional=True,
                                 tooltip="keyframes only: the frame of each image of the batch, in order, separated "
                                         "by commas; negative counts from the end (0, -1 = first and last)."),
-                io.Int.Input("width", default=0, min=0, max=4096, step=8, optional=True,
-                             tooltip="Resize the image(s) and mask to this width first (centre crop to the aspect, "
-                                     "as core Image Scale); 0 = keep. Connect the loader's width to fit the model."),
-                io.Int.Input("height", default=0, min=0, max=4096, step=8, optional=True,
-                             tooltip="Resize to this height first; 0 = keep. Connect the loader's height."),
+                io.Int.Input("width", default=FIT_SIZE, min=0, max=4096, step=8, optional=True,
+                             tooltip="Fit the image(s) and mask to this width first (centre crop to the aspect, "
+                                     "as core Image Scale; an area average where it shrinks). Default 32: the "
+                                     "shipped demo models' size; connect the Lumiere Loader's width to fit any "
+                                     "model. 0 keeps the media's own size (a photo is then sampled at full size)."),
+                io.Int.Input("height", default=FIT_SIZE, min=0, max=4096, step=8, optional=True,
+                             tooltip="Fit to this height first. Default 32 (the demo models'); connect the Lumiere "
+                                     "Loader's height to fit any model; 0 keeps the media's own size."),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="positive"),
@@ -169,7 +179,7 @@ class LumiereConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, positive, negative, mode, frames, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0,
-                pad_bottom=0, replace_known=True, indices="0, -1", width=0, height=0) -> io.NodeOutput:
+                pad_bottom=0, replace_known=True, indices="0, -1", width=FIT_SIZE, height=FIT_SIZE) -> io.NodeOutput:
         if mask is not None:
             check_finite(mask, "mask")
         image, mask = fit_inputs(image, mask, mode, frames, width, height)

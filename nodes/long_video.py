@@ -17,7 +17,7 @@ from comfy_api.latest import io
 
 from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
 from ..lumiere.pipeline import parse_prompt_schedule, window_segment
-from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape, lumiere_config, take_frames
+from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape, lumiere_config, take_frames
 from .latent import check_finite
 from .sampler import run_sampler, sampling_inputs
 from .search import aliases
@@ -139,6 +139,7 @@ class LumiereLongSampler(io.ComfyNode):
                 overlap=0, fuse="ramped", loop=False) -> io.NodeOutput:
         frames = latent["samples"].shape[2]
         shape = tuple(latent["samples"].shape)
+        check_base_model(model)
         check_video_shape(model, shape, "latent")
         window, overlap = resolve_windows(model, frames, window, overlap, loop)
         check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",

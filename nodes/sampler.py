@@ -11,7 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
-from .comfy_model import SEGMENT_KEY, check_memory, check_video_shape
+from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape
 from .latent import check_finite
 from .search import aliases
 
@@ -98,6 +98,7 @@ class LumiereSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 denoise=1.0) -> io.NodeOutput:
+        check_base_model(model)
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
         check_memory(model, tuple(latent["samples"].shape), "latent", FIT_HINT)
         check_finite(latent["samples"], "latent")

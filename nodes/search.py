@@ -1,7 +1,7 @@
 """Words users type in the node search that are not in a node's name: one table, read by every schema.
 
-ComfyUI newer than 0.3.75 takes `search_aliases` on a V3 schema and its front-end searches them; 0.3.75's
-front-end (1.32) searches the name and display name only, so there the aliases are left out of the schema."""
+A ComfyUI whose `io.Schema` has a `search_aliases` field (0.33.0) takes them and its front-end searches them; where
+it has none (0.3.75, 0.8.0) they are left out of the schema and the search matches the name and display name."""
 from __future__ import annotations
 
 import dataclasses

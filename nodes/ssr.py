@@ -96,7 +96,9 @@ class LumiereSSRUpscale(io.ComfyNode):
         video = latent_video(latent) if latent is not None else frames_to_video(frames)
         b, _, t, h, w = video.shape
         window_starts(t, window, overlap)  # ValueError names overlap / window
-        check_video_shape(model, (1, 3, min(window, t), h * scale, w * scale), "window")
+        # a clip shorter than the window is sampled whole: then the clip's frame count is the input to name
+        check_video_shape(model, (1, 3, min(window, t), h * scale, w * scale),
+                          ("frames" if latent is None else "latent") if t < window else "window")
         check_memory(model, (b, 3, min(window, t), h * scale, w * scale), "frames" if latent is None else "latent",
                      "upscale fewer or smaller frames, or use a shorter window", frames_total=t)
         lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)

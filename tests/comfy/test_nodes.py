@@ -46,7 +46,16 @@ def test_loader_info_and_unknown_word_warning(n, loaded, caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         encode(loaded[1], "a red circle")
-    assert "does not know" not in caplog.text
+    assert "Lumiere CLIP" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # other scripts, accents, emoji and words past the length: said once each
+        encode(loaded[1], "一只红色的圆 🎈 (café:1.2) a red a red a red a red")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Lumiere CLIP: ")]
+    assert lines == ["Lumiere CLIP: text: the text encoder reads a-z and 0-9 only; it drops '一只红色的圆🎈é' "
+                     "(reads 'caf a red a red a red a red')",
+                     "Lumiere CLIP: text: the text encoder does not know 'caf' (they encode as 'unknown'); it knows: "
+                     + " ".join(loaded[1].tokenizer.words.vocab[3:]),
+                     "Lumiere CLIP: text: 9 words, the text encoder reads the first 7; dropped: 'a red'"]
 
 
 def test_user_model_folder_is_created_and_listed(pack):
@@ -184,6 +193,24 @@ def test_sampler_rejects_other_models(n, loaded):
         sample(n, (clone, loaded[1]), {"samples": torch.zeros(1, 3, 8, 16, 16)})
 
 
+def test_samplers_refuse_an_ssr_model_by_name(n):
+    """An SSR checkpoint would otherwise sample text-to-video from a zero low-res input, without a word."""
+    model, clip = n.loader.LumiereLoader.execute("tiny_ssr.safetensors").args[:2]
+    latent = {"samples": torch.zeros(1, 3, 8, 16, 16)}
+    message = r"^model: expected a base Lumiere model \(text/image-to-video\), got an SSR checkpoint \(role 'ssr'\)"
+    with pytest.raises(ValueError, match=message):
+        sample(n, (model, clip), latent)
+    with pytest.raises(ValueError, match=message):
+        long_sample(n, (model, clip), latent)
+
+
+def test_ssr_on_a_clip_shorter_than_the_window_names_the_clip(n):
+    with pytest.raises(ValueError, match=r"^frames: expected a positive multiple of 2 frames .*got 1$"):
+        ssr(n, frames_like(1, 8, 8), window=4)
+    with pytest.raises(ValueError, match=r"^latent: expected a positive multiple of 2 frames .*got 1$"):
+        ssr(n, latent={"samples": torch.zeros(1, 3, 1, 8, 8)}, window=4)
+
+
 def test_comfy_model_is_the_library_denoiser(pack, loaded):
     """ComfyUI's ModelSamplingContinuousV + our BaseModel give the library's x0 = D(x, sigma) exactly."""
     import comfy.model_management
@@ -214,7 +241,7 @@ def cond_of(result):
 
 def condition(n, loaded, mode, **kw):
     clip = loaded[1]
-    args = dict(frames=8, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0, pad_bottom=0)
+    args = dict(frames=8, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0, pad_bottom=0, width=0, height=0)
     args.update(kw)
     return n.conditioning.LumiereConditioning.execute(encode(clip, "x"), encode(clip, ""), mode, **args)
 
@@ -238,6 +265,21 @@ def test_conditioning_modes(n, loaded):
 
     C, M = cond_of(condition(n, loaded, "direct", image=video, mask=mask))
     assert M[0, 0, :, 8, 8].max() == 0 and M[0, 0, :, 0, 0].min() == 1
+
+
+def test_fitting_downscales_antialiased(n, loaded):
+    """A one-pixel checkerboard fitted 4x smaller is its average, flat grey (bilinear would alias it to stripes or
+    a colour); a mask likewise. Growing stays smooth (bilinear)."""
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((yy + xx) % 2).float()
+    image = checker[None, :, :, None].expand(1, 32, 32, 3)
+    C, M = cond_of(condition(n, loaded, "cinemagraph", image=image, mask=checker, width=8, height=8))
+    torch.testing.assert_close(C[0, :, 0], torch.zeros(3, 8, 8))  # 0.5 grey in [-1, 1]
+    torch.testing.assert_close(n.conditioning.fit_inputs(image, checker, "cinemagraph", 8, 8, 8)[1],
+                               torch.full((8, 8), 0.5))
+    ramp = torch.linspace(0, 1, 8)[None, None, :, None].expand(1, 8, 8, 3)
+    grown = n.conditioning.fit_inputs(ramp, None, "image_to_video", 8, 16, 8)[0]
+    assert grown.shape == (1, 8, 16, 3) and (grown[0, 0, 1:, 0] - grown[0, 0, :-1, 0]).min() > 0
 
 
 @pytest.mark.parametrize("mode,kw,name", [

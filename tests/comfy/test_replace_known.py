@@ -35,7 +35,7 @@ def frames_like(t=8, h=16, w=16, seed=0):
 
 
 def condition(n, clip, mode, replace_known=True, **kw):
-    args = dict(frames=8, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0, pad_bottom=0)
+    args = dict(frames=8, image=None, mask=None, pad_left=0, pad_right=0, pad_top=0, pad_bottom=0, width=0, height=0)
     args.update(kw)
     return n.conditioning.LumiereConditioning.execute(encode(clip, "a red circle"), encode(clip, ""), mode,
                                                       replace_known=replace_known, **args).args

@@ -496,3 +496,20 @@ def test_text_width_mismatch_is_a_named_error_and_the_next_prompt_is_served(comf
     width = read_config(model_file(comfy_server, base)).unet.context_dim
     expect_node_error(comfy_server, p, sampler_id(p), ["positive/negative", "768", str(width)])
     assert saved_videos(comfy_server, comfy_server.run(with_prefix(api_workflows["text_to_video"], "test/after2")))
+
+
+def test_a_graph_of_ones_own_fits_a_photo_by_default(comfy_server, api_workflows, user_media):
+    """Conditioning with width / height left out (a graph of one's own, not connected to the Loader's size): the
+    1080p still is fitted to the default 32x32 (the demo models' size), not sampled at 1080p."""
+    p = with_prefix(json.loads(json.dumps(api_workflows["image_to_video"])), "test/own_graph")
+    load = next(k for k, n in p.items() if n["class_type"] == "LoadImage")
+    p[load]["inputs"]["image"] = user_media["still"]
+    for k in [k for k, n in p.items() if n["class_type"] == "ImageScale"]:
+        del p[k]
+    cond = next(k for k, n in p.items() if n["class_type"] == "LumiereConditioning")
+    inputs = p[cond]["inputs"]
+    inputs["image"] = [load, 0]
+    del inputs["width"], inputs["height"]
+    videos = saved_videos(comfy_server, comfy_server.run(p, timeout=900))
+    assert len(videos) == 1
+    assert read_video(videos[0]).shape[1:3] == (32, 32)
