@@ -8,6 +8,7 @@ COND_KEY and reach the net through `concat_cond`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -79,11 +80,19 @@ def comfy_weights(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     return layer.weight, layer.bias
 
 
+@functools.cache
+def eager_linear(linear: type) -> type:
+    """Core's Linear with its weights allocated when built and loaded by torch's own state-dict loading (the
+    Loader's strict, named checks need them): under core's dynamic VRAM, core's Linear otherwise leaves them
+    unallocated until core's own loader assigns them."""
+    return type(linear.__name__, (linear,), {"_load_from_state_dict": torch.nn.Module._load_from_state_dict})
+
+
 def lumiere_ops(operations) -> Ops:
     """The library's layer classes from core's `operations` (the comfy.ops class core picked for the weight and
     compute dtypes; disable_weight_init when None)."""
     operations = operations or comfy.ops.disable_weight_init
-    return Ops(Linear=operations.Linear, Conv1d=operations.Conv1d, Conv2d=operations.Conv2d,
+    return Ops(Linear=eager_linear(operations.Linear), Conv1d=operations.Conv1d, Conv2d=operations.Conv2d,
                GroupNorm=operations.GroupNorm, LayerNorm=operations.LayerNorm, weights=comfy_weights)
 
 

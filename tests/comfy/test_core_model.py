@@ -183,3 +183,16 @@ def test_core_deepclone_recreates_the_model_from_the_loader(n):
     assert clone.model is not model.model
     inputs = net_inputs(model)
     assert torch.equal(run(clone, inputs), run(model, inputs))
+
+
+def test_loads_under_core_dynamic_vram(n, monkeypatch):
+    """With core's dynamic VRAM on (default on a GPU with newer cores), core's Linear leaves its weights
+    unallocated until core's own loader assigns them; the Loader's layers still load, strictly, the same model."""
+    memory_management = pytest.importorskip("comfy.memory_management", reason="this ComfyUI has no dynamic VRAM")
+    if not hasattr(memory_management, "aimdo_enabled"):
+        pytest.skip("this ComfyUI has no dynamic VRAM")
+    ref = load(n)
+    monkeypatch.setattr(memory_management, "aimdo_enabled", True)
+    model = load(n)
+    inputs = net_inputs(model)
+    assert torch.equal(run(model, inputs), run(ref, inputs))
