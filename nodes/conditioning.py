@@ -83,6 +83,9 @@ def fit_inputs(image, mask, mode: str, frames: int, width: int, height: int):
     aspect, as core Image Scale) and, for the video modes (inpaint/outpaint/direct), cut to the first `frames`
     frames, so a long high-resolution clip is not sampled whole by a small model."""
     if mode in ("inpaint", "outpaint", "direct"):
+        if image is not None and image.ndim == 4 and image.shape[0] < frames:  # said here, not at the sampler
+            raise ValueError(f"image: expected a video of at least {frames} frames for {mode} (the frames input), "
+                             f"got {image.shape[0]}; give a longer clip or set frames to {image.shape[0]} or fewer")
         image = None if image is None else image[:frames]
         if mask is not None and mask.ndim == 3 and mask.shape[0] > 1:
             mask = mask[:frames]
@@ -136,8 +139,8 @@ class LumiereConditioning(io.ComfyNode):
                 io.Int.Input("frames", default=16, min=1, max=4096,
                              tooltip="image_to_video/cinemagraph/keyframes/extend: frames of the output (a "
                                      "multiple of the model's frame multiple; beyond the model's own frame count, "
-                                     "sample with the Lumiere Long Video Sampler). inpaint/outpaint/direct: at "
-                                     "most this many frames of the video are used (its first ones)."),
+                                     "sample with the Lumiere Long Video Sampler). inpaint/outpaint/direct: the "
+                                     "first this many frames of the video are used (a shorter video is an error)."),
                 io.Image.Input("image", optional=True,
                                tooltip="A still (first image of the batch) for image_to_video/cinemagraph, the "
                                        "keyframes (one per index) for keyframes, the clip to continue for extend, "

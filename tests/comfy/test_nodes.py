@@ -289,6 +289,9 @@ def test_fitting_downscales_antialiased(n, loaded):
     ("cinemagraph", dict(mask=torch.zeros(1, 8, 8)), "mask"),
     ("outpaint", dict(), "pad_left"),
     ("image_to_video", dict(image=None), "image"),
+    ("inpaint", dict(image=frames_like(1), mask=torch.zeros(16, 16)),  # a 1-frame video into an 8-frame task
+     r"^image: expected a video of at least 8 frames for inpaint \(the frames input\), got 1"),
+    ("direct", dict(image=frames_like(4), mask=torch.zeros(16, 16)), r"^image: expected a video of at least 8"),
 ])
 def test_conditioning_errors_name_the_input(n, loaded, mode, kw, name):
     kw = {"image": frames_like(8), **kw}
