@@ -141,6 +141,11 @@ class LumiereLongSampler(io.ComfyNode):
         shape = tuple(latent["samples"].shape)
         check_base_model(model)
         check_video_shape(model, shape, "latent")
+        starts = sorted({c[1][SEGMENT_KEY] for c in positive if SEGMENT_KEY in c[1]})
+        if starts and starts[-1] >= frames:  # a segment no window would ever use
+            raise ValueError(f"positive: expected prompt-schedule segments starting within the latent's {frames} "
+                             f"frames (0-{frames - 1}), got start frame(s) {[s for s in starts if s >= frames]}; "
+                             f"lengthen the latent (Lumiere Empty Video frames) or move them")
         window, overlap = resolve_windows(model, frames, window, overlap, loop)
         check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",
                      "fit the frames to the model (width / height on Lumiere Conditioning or Lumiere Empty Video) or "

@@ -483,6 +483,10 @@ def test_prompt_schedule_node(n, loaded):
         n.sampler.LumiereSampler.execute(loaded[0], cond, encode(clip, ""), latent, 0, 1, 1.0, "ddim", "normal", 1.0)
     with pytest.raises(ValueError, match="prompt schedule"):
         n.long_video.LumierePromptSchedule.execute(clip, "4: a red circle")
+    (late,) = n.long_video.LumierePromptSchedule.execute(clip, "0: a red circle\n8: a blue circle\n16: a cat").args
+    with pytest.raises(ValueError, match=r"^positive: expected prompt-schedule segments starting within the "
+                                         r"latent's 16 frames \(0-15\), got start frame\(s\) \[16\]"):
+        long_sample(n, loaded, latent, positive=late, window=8, overlap=4)
 
 
 @pytest.mark.parametrize("kw,name", [(dict(window=8, overlap=8), "overlap"), (dict(window=3), "window")])
