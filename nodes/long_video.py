@@ -41,6 +41,34 @@ def entries_for_window(conds: list[dict] | None, frames: list[int]) -> list[dict
     return [c for c in conds if c.get(SEGMENT_KEY, start) == start]
 
 
+class FrameWindow(comfy.context_windows.ContextWindowABC):
+    """One temporal window of a clip: its frame indices along `dim`. The pack's own (core's IndexListContextWindow
+    changed its constructor between releases: 0.8 added `total_frames`, a division by it, and more); it offers the
+    `index_list`, `get_tensor` and `add_window` that core's context-window code and the pack use."""
+
+    def __init__(self, index_list: list[int], dim: int, total_frames: int):
+        super().__init__()
+        if not index_list or total_frames < 1:
+            raise ValueError(f"window: expected frame indices within a clip of >= 1 frame, got {index_list} "
+                             f"of {total_frames}")
+        self.index_list, self.dim, self.total_frames = list(index_list), dim, total_frames
+        self.context_length = len(self.index_list)
+        self.center_ratio = (min(self.index_list) + max(self.index_list)) / (2 * total_frames)
+
+    def get_tensor(self, full: torch.Tensor, device=None, dim=None, retain_index_list=()) -> torch.Tensor:
+        dim = self.dim if dim is None else dim
+        window = full[(slice(None),) * dim + (self.index_list,)]
+        if retain_index_list:
+            idx = (slice(None),) * dim + (list(retain_index_list),)
+            window[idx] = full[idx]
+        return window.to(device) if device is not None else window
+
+    def add_window(self, full: torch.Tensor, to_add: torch.Tensor, dim=None) -> torch.Tensor:
+        dim = self.dim if dim is None else dim
+        full[(slice(None),) * dim + (self.index_list,)] += to_add
+        return full
+
+
 class LumiereWindows(comfy.context_windows.ContextHandlerABC):
     """Core context handler: every model call of a step runs window by window (`time_windows`), weighted and
     fused; with `loop` the windows lie on a circle (the last frame flows into the first)."""
@@ -63,7 +91,7 @@ class LumiereWindows(comfy.context_windows.ContextHandlerABC):
         try:
             for frames, weights in time_windows(length, self.window, self.overlap, self.fuse, self.loop):
                 mm.throw_exception_if_processing_interrupted()  # Cancel between windows
-                window = comfy.context_windows.IndexListContextWindow(frames, dim=2)
+                window = FrameWindow(frames, dim=2, total_frames=length)
                 options["context_window"] = window  # LumiereModel slices the <C, M> channels with it
                 sub_conds = [self.get_resized_cond(c, x_in, window) for c in conds]
                 results = calc_cond_batch(model, sub_conds, take_frames(x_in, frames), timestep, model_options)
