@@ -18,12 +18,13 @@ NODE_CLASSES: list[type[io.ComfyNode]] = [
 
 
 def install_example_inputs() -> None:
-    """Copy the bundled workflows' example image/video/mask into ComfyUI's temp folder (the workflows load them as
-    "name [temp]"), so every bundled workflow runs as soon as the pack is installed. The user's input folder is
-    never written to; temp is emptied by ComfyUI at each start, before packs load."""
+    """Copy the bundled workflows' example image/video/mask (`lumiere_example_*`) into ComfyUI's input folder where
+    absent, so every bundled workflow runs as soon as the pack is installed and opens clean: the front-end lists a
+    Load Image / Load Video file only from the input folder (newer front-ends outline any other value red). A file
+    of that name already there is never overwritten."""
     if not os.path.isdir(EXAMPLE_INPUTS):
         return
-    dest = folder_paths.get_temp_directory()
+    dest = folder_paths.get_input_directory()
     try:
         for name in sorted(os.listdir(EXAMPLE_INPUTS)):
             if name.startswith("lumiere_example_") and not os.path.exists(os.path.join(dest, name)):

@@ -35,9 +35,9 @@ LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion
 # encoder's embeddings (scripts/embed_captions.py), and that encoder; its thumbnail is a card, not a render
 EXTERNAL, TEXT_ENCODER = "lumiere_external_base.safetensors", "clip_l.safetensors"
 NEEDS_USER_MODELS = ("external_text_encoder",)
-# The pack copies the example inputs into ComfyUI's temp folder at start-up (it never writes to input/); core
-# LoadImage/LoadVideo read "name [temp]".
-IN_TEMP = " [temp]"
+# The pack copies the example inputs into ComfyUI's input folder at start-up (where absent): plain names, as the
+# front-end lists them in Load Image / Load Video.
+IN_TEMP = ""
 
 
 # ---- example inputs ---------------------------------------------------------------------------------------------

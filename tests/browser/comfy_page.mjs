@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Drive the real ComfyUI front-end in headless Chromium (playwright-core), one browser for many workflows.
 //
-//   node comfy_page.mjs check     --url URL WF.json...             load each UI workflow; report missing node
-//                                                                  types and what graphToPrompt would send
+//   node comfy_page.mjs check     --url URL [--shot-dir DIR] WF.json...  load each UI workflow; report missing
+//                                                                  node types, combo values the node does not
+//                                                                  offer, and what graphToPrompt would send
 //   node comfy_page.mjs queue     --url URL [--shot PNG] WF.json   load, press Queue, wait for the run
 //   node comfy_page.mjs api-to-ui --url URL --out-dir DIR API.json...  API prompt -> UI workflow (front-end
 //                                                                  loadApiJson + serialize; seeds set to "fixed")
@@ -69,7 +70,14 @@ async function load(page, workflow) {
     window.app.showMissingNodesError = orig;
     return reported;
   }, workflow);
-  return { missingByRegistry, missingReported, nodes: await page.evaluate(() => window.app.graph.nodes.length) };
+  // combo values not among the node's options (a newer front-end outlines such a node red and warns on Run)
+  const badCombos = await page.evaluate(() => window.app.graph.nodes.flatMap((n) => (n.widgets ?? [])
+    .filter((w) => w.type === "combo" && w.options?.values)
+    .map((w) => [w, typeof w.options.values === "function" ? w.options.values(w, n) : w.options.values])
+    .filter(([w, values]) => Array.isArray(values) && !values.includes(w.value))
+    .map(([w]) => `${n.type}.${w.name}=${w.value}`)));
+  return { missingByRegistry, missingReported, badCombos,
+           nodes: await page.evaluate(() => window.app.graph.nodes.length) };
 }
 
 const results = [];
@@ -83,6 +91,11 @@ try {
         Object.assign(r, await load(page, data));
         r.prompt = (await page.evaluate(() => window.app.graphToPrompt())).output;
         r.ok = !r.missingByRegistry.length && !r.missingReported.length;
+        if (opts["shot-dir"]) {
+          await page.evaluate(() => window.app.extensionManager?.command?.execute?.("Comfy.Canvas.FitView")).catch(() => {});
+          await page.waitForTimeout(800);
+          await page.screenshot({ path: path.join(opts["shot-dir"], path.basename(file, ".json") + ".png") });
+        }
       } else if (cmd === "queue") {
         Object.assign(r, await load(page, data));
         const resp = page.waitForResponse((x) => /\/prompt$/.test(x.url()) && x.request().method() === "POST");

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "comfy"))
 
 from comfy_fixtures import NEEDS_SETUP, ROOT, WORKFLOWS, shared_server, substitute_models  # noqa: E402
+from make_workflows import EXTERNAL, NEEDS_USER_MODELS, TEXT_ENCODER  # noqa: E402
 from comfy_harness import is_set_up, workflow_to_api  # noqa: E402
 
 PAGE = Path(__file__).with_name("comfy_page.mjs")
@@ -43,6 +44,11 @@ def test_every_workflow_loads_without_missing_nodes(server):
         assert r.get("error") is None, r
         assert r["missingByRegistry"] == [] and r["missingReported"] == [], r
         assert r["pageErrors"] == [], r
+        # opens clean: every combo value is one the node offers (example inputs, shipped models); only the
+        # workflow that needs the user's own models may name files that are not there
+        allowed = {f"{t}={v}" for t in ("LumiereLoader.ckpt_name", "CLIPLoader.clip_name")
+                   for v in (EXTERNAL, TEXT_ENCODER)} if name in NEEDS_USER_MODELS else set()
+        assert set(r["badCombos"]) <= allowed, (name, r["badCombos"])
         ours = workflow_to_api(json.loads(Path(r["file"]).read_text()), info)
         assert {k: strip(v, info) for k, v in ours.items()} == {k: strip(v, info) for k, v in r["prompt"].items()}, name
 
