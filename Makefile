@@ -1,4 +1,4 @@
-# make test: create .venv with everything the tests need, then run them.
+# make test: create .venv with everything the tests need, then run them (the ComfyUI suites on 0.3.75 and 0.33.0).
 # make demo: set up a real headless ComfyUI with this pack and run the text-to-video + SSR workflow.
 PYTHON ?= python3.11
 VENV := .venv
@@ -19,11 +19,15 @@ $(STAMP): requirements-dev.txt pyproject.toml
 venv: $(STAMP)
 
 COMFY_PY := .comfy/venv/bin/python
+# the second core the server and browser suites run on (scripts/setup_comfy.sh --core 0.33.0)
+COMFY_NEW := $(CURDIR)/.comfy-0.33
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --ignore=tests/comfy --ignore=tests/browser
 	scripts/setup_comfy.sh --browser
 	$(COMFY_PY) -m pytest -q tests/comfy tests/browser
+	scripts/setup_comfy.sh --core 0.33.0 --browser
+	COMFY_DIR=$(COMFY_NEW) $(COMFY_NEW)/venv/bin/python -m pytest -q tests/comfy tests/browser
 
 demo:
 	scripts/setup_comfy.sh
@@ -42,4 +46,4 @@ media: $(STAMP)
 	$(PY) scripts/fetch_media.py --out data/real
 
 clean:
-	rm -rf $(VENV) .comfy node_modules
+	rm -rf $(VENV) .comfy .comfy-0.33 node_modules

