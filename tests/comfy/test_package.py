@@ -2,6 +2,7 @@
 metadata present. Runs in any venv, without a server."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -35,6 +36,15 @@ def test_registry_metadata():
     assert project["urls"].get("Repository")
     for key in ("PublisherId", "DisplayName", "requires-comfyui"):
         assert comfy.get(key), key
+    # the Registry's icon: a URL into this repository (its main branch) of a square image of at most 400 px
+    repo_raw = project["urls"]["Repository"].replace("https://github.com/", "https://raw.githubusercontent.com/")
+    assert comfy.get("Icon", "").startswith(repo_raw + "/main/"), comfy.get("Icon")
+    icon = ROOT / comfy["Icon"][len(repo_raw + "/main/"):]
+    with open(icon, "rb") as f:  # JPEG: the size is in the first SOF0 segment
+        data = f.read()
+    sof = data.index(b"\xff\xc0")
+    height, width = int.from_bytes(data[sof + 5:sof + 7], "big"), int.from_bytes(data[sof + 7:sof + 9], "big")
+    assert width == height <= 400, (icon, width, height)
     assert not (ROOT / "install.py").exists()
     assert (ROOT / "LICENSE").exists() and (ROOT / "requirements.txt").exists()
     requirements = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
@@ -47,3 +57,38 @@ def test_comfyignore_leaves_development_files_out():
     assert {"tests/", ".ci/", "scripts/", "docs/images/"} <= ignored
     for needed in ("nodes", "lumiere", "workflows", "models", "__init__.py"):
         assert not any(needed == i.rstrip("/") for i in ignored), needed
+
+
+def run_pack_import(tmp_path, version: str, with_api: bool) -> subprocess.CompletedProcess:
+    """Import the pack as ComfyUI does, beside a `comfyui_version` module naming `version` (ComfyUI's root
+    module); with_api=False: a core without comfy_api (older than the V3 node API)."""
+    (tmp_path / "comfyui_version.py").write_text(f'__version__ = "{version}"\n')
+    if not with_api:  # hide any comfy_api on the path
+        (tmp_path / "comfy_api").mkdir(exist_ok=True)
+        (tmp_path / "comfy_api" / "__init__.py").write_text("raise ImportError('no V3 API in this core')\n")
+    code = ("import importlib.util, logging, sys; logging.basicConfig(format='%(levelname)s %(message)s'); "
+            f"sys.path.insert(0, {str(tmp_path)!r}); "
+            f"s = importlib.util.spec_from_file_location('renamed_pack', {str(ROOT / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(ROOT)!r}]); m = importlib.util.module_from_spec(s); "
+            "sys.modules[s.name] = m; s.loader.exec_module(m); print('entrypoint', hasattr(m, 'comfy_entrypoint'))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+
+
+def test_a_core_too_old_gets_one_line(tmp_path):
+    out = run_pack_import(tmp_path, "0.3.40", with_api=False)
+    assert out.returncode == 0 and out.stdout.strip() == "entrypoint False", out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ComfyUI 0.3.40" in lines[0] and "0.3.75" in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_tested_range_matches_pyproject():
+    spec = importlib.util.spec_from_file_location("pack_root_for_range", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)  # outside ComfyUI: registers nothing
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["requires-comfyui"] == pack.REQUIRES
+    assert [pack.in_tested_range(v) for v in ("0.3.74", "0.3.75", "0.8.0", "0.33.0", "0.33.2", "0.34.0",
+                                              "0.47.1", "1.0.0", "")] == [
+        False, True, True, True, True, False, False, False, False]
+    assert pack.version_tuple("0.3.75rc1+local") == (0, 3, 75)
