@@ -2,7 +2,7 @@
 metadata present. Runs in any venv, without a server."""
 from __future__ import annotations
 
-import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -83,12 +83,16 @@ def test_a_core_too_old_gets_one_line(tmp_path):
 
 
 def test_tested_range_matches_pyproject():
-    spec = importlib.util.spec_from_file_location("pack_root_for_range", ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    pack = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pack)  # outside ComfyUI: registers nothing
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["requires-comfyui"] == pack.REQUIRES
-    assert [pack.in_tested_range(v) for v in ("0.3.74", "0.3.75", "0.8.0", "0.33.0", "0.33.2", "0.34.0",
-                                              "0.47.1", "1.0.0", "")] == [
-        False, True, True, True, True, False, False, False, False]
-    assert pack.version_tuple("0.3.75rc1+local") == (0, 3, 75)
+    """In a fresh process (this one may hold an in-process ComfyUI, where the pack would register)."""
+    code = ("import importlib.util, json, sys; "
+            f"s = importlib.util.spec_from_file_location('renamed_pack', {str(ROOT / '__init__.py')!r}, "
+            f"submodule_search_locations=[{str(ROOT)!r}]); m = importlib.util.module_from_spec(s); "
+            "sys.modules[s.name] = m; s.loader.exec_module(m); "
+            "print(json.dumps([m.REQUIRES, [m.in_tested_range(v) for v in ('0.3.74', '0.3.75', '0.8.0', '0.33.0', "
+            "'0.33.2', '0.34.0', '0.47.1', '1.0.0', '')], m.version_tuple('0.3.75rc1+local')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    requires, in_range, parsed = json.loads(out.stdout)
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["comfy"]["requires-comfyui"] == requires
+    assert in_range == [False, True, True, True, True, False, False, False, False]
+    assert parsed == [0, 3, 75]
