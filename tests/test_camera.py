@@ -86,7 +86,8 @@ def test_extend_vocab_keeps_old_words_exactly(tmp_path):
     before = te.encode(["a red circle moving left on black", ""])
     assert UNK in te.tokenizer("the camera pans left")
     added = extend_vocab(te, CAMERA_VOCAB, torch.Generator().manual_seed(0))
-    assert added == list(CAMERA_VOCAB) and UNK not in te.tokenizer("the camera zooms out")
+    assert added == ["the", "camera", "pans", "zooms", "in", "out"]  # the directions are shapes words already
+    assert UNK not in te.tokenizer("the camera zooms out") and UNK not in te.tokenizer("the camera pans down")
     assert torch.equal(te.encode(["a red circle moving left on black", ""]), before)
     assert not torch.allclose(te.encode("the camera zooms in"), te.encode("the camera zooms out"))
     assert extend_vocab(te, CAMERA_VOCAB, torch.Generator().manual_seed(0)) == []

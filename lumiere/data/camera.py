@@ -22,7 +22,7 @@ import torch.nn.functional as F
 PANS = ("left", "right", "up", "down")
 ZOOMS = ("in", "out")
 CAMERA_MOTIONS = PANS + ZOOMS
-CAMERA_VOCAB = ("the", "camera", "pans", "zooms", "in", "out")
+CAMERA_VOCAB = ("the", "camera", "pans", "zooms", "in", "out") + PANS  # every word of every camera caption
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # the direction the *content* moves in the frame (x right, y down) when the camera pans that way
 CONTENT_MOTION = {"left": (1.0, 0.0), "right": (-1.0, 0.0), "up": (0.0, 1.0), "down": (0.0, -1.0)}
