@@ -161,7 +161,7 @@ def test_upscale_pipeline_windows():
     low = torch.rand(1, 3, 10, 8, 8) * 2 - 1
     out = upscale(bundle, low, "a cat", window=4, overlap=2, steps=2)
     assert out.shape == (1, 3, 10, 16, 16)
-    with pytest.raises(ValueError, match="num_frames"):
+    with pytest.raises(ValueError, match="window: expected a positive multiple of 2 frames"):
         upscale(bundle, low, "a cat", window=5, overlap=2, steps=2)
 
 
