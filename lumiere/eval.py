@@ -45,6 +45,7 @@ from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
 from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
+from .data.real import CLIP_CAPTION, RealClips
 from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
                        upscale)
 
@@ -832,7 +833,6 @@ def photo_section(run: EvalRun) -> dict:
     photo-domain models: image-to-video with a camera prompt over held-out stills (the model's own output and
     with known-pixel replacement), SSR x2 on held-out real clips against bicubic, inpainting a box of held-out
     clips against OpenCV's Telea, and video-to-video at strength 0.5 (closeness to the input)."""
-    from .data.real import CLIP_CAPTION, RealClips
     path = run.models / PHOTO_BASE
     if not path.exists():
         return {"missing": str(path)}
