@@ -99,7 +99,7 @@ class TrainSpec:
                              "(over that many of its photos)", factory=dict)
     out: str = _key("", "run folder (empty: `runs/STAGE`)")
     export: str = _key("", "also write the final EMA model here")
-    export_dtype: str = _key("fp32", "`fp32` or `bf16` exports")
+    export_dtype: str = _key("fp32", "`fp32`, `bf16` or `fp16` exports (the EMA weights; training state stays fp32)")
     max_minutes: float = _key(0.0, "stop (checkpoint + export) after this long (0: no limit)")
     max_steps: int = _key(0, "stop after this many steps in total (0: no limit)")
     config_file: str = _key("", "set by the CLI: the file the spec came from")
