@@ -1,6 +1,6 @@
-"""A folder of captioned videos for real training: `clip.mp4` (or .webm/.gif/.mov/.mkv) + `clip.txt` (caption).
+"""A folder of captioned videos for real training: `clip.mp4` (or .webm/.gif/.webp/.mov/.mkv) + `clip.txt` (caption).
 
-Each video is decoded with PyAV, resampled to the model's frame rate (nearest frame in time), centre-cropped
+Each video is decoded (animated .webp / .gif with Pillow, other containers with PyAV), resampled to the model's frame rate (nearest frame in time), centre-cropped
 to a square and resized to the model's resolution. A training clip is `frames` consecutive resampled frames from
 a random start (videos shorter than that are looped). Videos without a caption file get the empty caption
 (they still train the unconditional model). Decoded videos are cached in memory (after resizing, they are small).
@@ -11,29 +11,53 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".mov", ".mkv", ".avi")
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".gif", ".webp", ".mov", ".mkv", ".avi")
+PIL_ANIMATIONS = (".gif", ".webp")  # decoded with Pillow (frame durations give the times); the rest with PyAV
 
 
-def decode_video(path: str | Path, fps: float | None = None, size: int | None = None,
-                 max_frames: int | None = None) -> torch.Tensor:
-    """Decode a video file -> (3, t, size, size) in -1..1, resampled to `fps` (None: every frame)."""
+def _decode_pil(path: Path) -> tuple[list[torch.Tensor], list[float]]:
+    """An animated (or still) .webp / .gif -> uint8 (h, w, 3) frames and their start times (s)."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    frames, times, t = [], [], 0.0
+    try:
+        with Image.open(path) as img:
+            for frame in ImageSequence.Iterator(img):
+                frames.append(torch.from_numpy(np.asarray(frame.convert("RGB")).copy()))
+                times.append(t)
+                t += max(float(frame.info.get("duration") or 125), 1.0) / 1000  # ms; none given: 8 fps
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: cannot decode video: {e}") from None
+    return frames, times
+
+
+def _decode_av(path: Path) -> tuple[list[torch.Tensor], list[float]]:
+    """Any container PyAV reads -> uint8 (h, w, 3) frames and their times (s)."""
     import av  # PyAV
 
-    path = Path(path)
     frames, times = [], []
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             for frame in container.decode(stream):
-                img = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # (h, w, 3) uint8
-                t = float(frame.time) if frame.time is not None else len(frames) / float(stream.average_rate or 8)
-                frames.append(img)
-                times.append(t)
+                frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))  # (h, w, 3) uint8
+                times.append(float(frame.time) if frame.time is not None
+                             else len(frames) / float(stream.average_rate or 8))
     except av.error.FFmpegError as e:  # type: ignore[attr-defined]
         raise ValueError(f"{path}: cannot decode video: {e}") from None
+    return frames, times
+
+
+def decode_video(path: str | Path, fps: float | None = None, size: int | None = None,
+                 max_frames: int | None = None) -> torch.Tensor:
+    """Decode a video file -> (3, t, size, size) in -1..1, resampled to `fps` (None: every frame).
+    Animated .webp / .gif go through Pillow, other containers through PyAV."""
+    path = Path(path)
+    frames, times = (_decode_pil if path.suffix.lower() in PIL_ANIMATIONS else _decode_av)(path)
     if not frames:
         raise ValueError(f"{path}: no video frames")
     video = torch.stack(frames).permute(3, 0, 1, 2).float() / 127.5 - 1  # (3, t, h, w)
