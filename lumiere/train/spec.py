@@ -29,6 +29,12 @@ class DataSpec:
     camera: float = _key(0.0, "the fraction of clips that are camera motion over still images (`lumiere.data.camera`: "
                               "pans and zooms, \"the camera pans left\"); their words join the text encoder's "
                               "vocabulary")
+    long_motion: float = _key(0.0, "the fraction of clips of motion that needs the whole clip (`lumiere.data.longmotion`: "
+                                   "swings / bobs / orbits / bounces at a fast / medium / slow tempo = a period of "
+                                   "6 / 12 / 20 frames at 16 fps, and crossings / rebounds spanning the whole "
+                                   "motion); their words join the text encoder's vocabulary")
+    long_seconds: float = _key(5.0, "long_motion: the length of the whole motion in seconds; a shorter clip is a "
+                                    "window of it at a random offset (the TSR's)")
     photos: str = _key("", "camera: a folder of images (`scripts/fetch_photos.py`; empty: procedural textures only)")
     textures: float = _key(0.5, "camera: the fraction of camera clips over procedural textures when `photos` is set")
     split: str = _key("train", "procedural: `train` (60 combos), `heldout` (the 12 evaluation combos) or `all`; "
@@ -66,6 +72,8 @@ class TrainSpec:
                        factory=dict)
     camera_tasks: dict = _key(None, "the task mixture of the camera clips (`data.camera`; empty: `tasks`)",
                               factory=dict)
+    keyframe_stride: int = _key(0, "the `keyframes` task: known frames every N-th frame from a random phase 0..N-1 "
+                                   "(the temporal cascade's TSR; 0: first + last, sometimes one in between)")
     train_conv_in: bool = _key(True, "with `tasks`: also train the (widened) input conv")
     unfreeze: list = _key(None, "T2I parameter-name prefixes also fine-tuned (a documented deviation from the "
                                 "paper's frozen T2I), at `lr * lr_t2i_scale`", factory=list)

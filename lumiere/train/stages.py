@@ -19,6 +19,7 @@ from ..checkpoint import LumiereBundle, build_bundle, load_model
 from ..configs import ModelConfig, get_preset
 from ..data.camera import CAMERA_VOCAB, CameraClips, MixedClips
 from ..data.embeddings import EMBEDDINGS_FILE, CaptionEmbeddings
+from ..data.longmotion import LONG_VOCAB, LongMotionClips
 from ..data.procedural import VOCAB, ProceduralClips
 from ..data.real import REAL_VOCAB, RealClips
 from ..diffusion.schedule import sample_t, v_loss
@@ -48,8 +49,15 @@ def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
 
 
 def make_dataset(data: DataSpec, frames: int, size: int, fps: float = 8):
-    """The spec's clips; with `data.camera` > 0 a mixture with camera-motion clips over still images."""
+    """The spec's clips; with `data.long_motion` > 0 a mixture with motion that needs the whole clip
+    (`lumiere.data.longmotion`), with `data.camera` > 0 a mixture with camera-motion clips over still images."""
     base = _base_dataset(data, frames, size, fps)
+    if data.long_motion:
+        if not 0.0 < data.long_motion <= 1.0:
+            raise ValueError(f"data.long_motion: expected a fraction in 0..1, got {data.long_motion}")
+        long = LongMotionClips(size=size, frames=frames, fps=fps, split=data.split, seconds=data.long_seconds)
+        f = data.long_motion
+        base = long if f == 1.0 else MixedClips([(base, 1.0 - f), (long, f)])
     if not data.camera:
         return base
     if not 0.0 < data.camera <= 1.0:
@@ -140,6 +148,8 @@ def _base_config(spec: TrainSpec) -> ModelConfig:
             folder_vocab(spec.data.path)
         if spec.data.camera:
             cfg.text.vocab += tuple(w for w in CAMERA_VOCAB if w not in cfg.text.vocab)
+        if spec.data.long_motion:
+            cfg.text.vocab += tuple(w for w in LONG_VOCAB if w not in cfg.text.vocab)
     return cfg
 
 
@@ -223,6 +233,9 @@ class TemporalStage(Stage):
         if spec.data.camera and init.text_encoder is not None:  # the camera captions' words, seeded
             extend_vocab(init.text_encoder, CAMERA_VOCAB, torch.Generator().manual_seed(spec.seed))
             cfg.text.vocab = init.text_encoder.cfg.vocab
+        if spec.data.long_motion and init.text_encoder is not None:  # the long-motion captions' words, seeded
+            extend_vocab(init.text_encoder, LONG_VOCAB, torch.Generator().manual_seed(spec.seed + 1))
+            cfg.text.vocab = init.text_encoder.cfg.vocab
         if self.tasks:
             if model.unet.cfg.in_channels != 7:
                 widen_input(model.unet, 7)
@@ -282,6 +295,10 @@ class TemporalStage(Stage):
                 p = [max(1, v) for v in p]
                 inner = x0[i:i + 1, :, :, p[2]:h - p[3], p[0]:w - p[1]]
                 c, m = cond_lib.outpaint(inner, (p[0], p[1], p[2], p[3]))
+            elif task == "keyframes" and self.spec.keyframe_stride:  # every s-th frame from a random phase (TSR)
+                s = self.spec.keyframe_stride
+                idx = list(range(min(int(u[2] * s), t - 1), t, s))
+                c, m = cond_lib.keyframes(x0[i:i + 1, :, idx], idx, t)
             elif task == "keyframes":  # first + last (interpolation), sometimes one more in between
                 idx = [0, t - 1] + ([1 + int(u[0] * (t - 2))] if u[1] < 0.5 and t > 2 else [])
                 idx = sorted(set(idx))
