@@ -88,11 +88,15 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="frame count (default: the model's)")
     p.add_argument("--height", type=int, default=None, help="frame height (default: the model's resolution)")
     p.add_argument("--width", type=int, default=None, help="frame width (default: the model's resolution)")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampling steps (default: the model's: 25, or the steps a distilled model records)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's: 4, or 1 for a distilled model)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampler", choices=("ddim", "euler", "dpmpp_2m"), default="ddim")
-    p.add_argument("--scheduler", choices=("uniform", "karras"), default="uniform")
+    p.add_argument("--sampler", choices=("ddim", "euler", "dpmpp_2m"), default=None,
+                   help="default: each model's (ddim)")
+    p.add_argument("--scheduler", choices=("uniform", "karras", "trailing"), default=None,
+                   help="default: each model's (uniform; trailing for a distilled model)")
     g = p.add_argument_group("conditioning (<J, C, M>, models with 7 input channels)")
     g.add_argument("--mode", choices=MODES, default=None,
                    help="default: image_to_video with --image, else text (or SDEdit with --video)")
@@ -121,8 +125,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--overlap", type=int, default=2, help="frames shared by consecutive windows (>= 2)")
     s.add_argument("--fuse", choices=("flat", "ramped"), default="flat")
     s.add_argument("--tile", type=int, default=None, help="optional spatial tile size for large frames")
-    s.add_argument("--ssr-steps", type=int, default=20)
-    s.add_argument("--ssr-cfg", type=float, default=1.0)
+    s.add_argument("--ssr-steps", type=int, default=None,
+                   help="default: the SSR model's (20, or the steps a distilled SSR records)")
+    s.add_argument("--ssr-cfg", type=float, default=None, help="default: the SSR model's (1)")
     t = p.add_argument_group("stylization")
     t.add_argument("--style", help="style T2I checkpoint: interpolate the T2I weights toward it")
     t.add_argument("--alpha", type=float, default=0.75, help="W = alpha W_style + (1 - alpha) W_orig")

@@ -78,6 +78,9 @@ class ModelConfig:
     scale: int = 1  # SSR only: output size / input size
     preset: str = "demo"
     notes: dict[str, Any] = field(default_factory=dict)  # free-form (training summary, data, ...)
+    # how the model is meant to be sampled, where it differs from the defaults (`pipeline.sampling_defaults`): a
+    # distilled model's {"steps", "cfg", "sampler", "scheduler", "sigmas", ...} (`lumiere.train` stage distill)
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cond_channels(self) -> int:

@@ -10,6 +10,7 @@ from torch import nn
 
 from . import conditioning as recipes
 from .checkpoint import LumiereBundle
+from .configs import ModelConfig
 from .diffusion.denoiser import Denoiser
 from .diffusion.known import ReplaceKnown, composite_known
 from .diffusion.samplers import get_sigmas, sample, sdedit_sigmas, seeded_noise
@@ -22,6 +23,23 @@ from .multidiffusion import MultiDiffusionDenoiser
 # SSR, 8 clips: 34.89 / 34.72 / 34.63 / 34.44 dB (bicubic 33.04): 1.0 is now best by 0.45 dB; 0.3 is kept (closest
 # to the input, a third of the steps in the library, and the workflows' value).
 SSR_DENOISE = 0.3
+
+# How a model is sampled when neither the caller nor the model's checkpoint (`ModelConfig.sampling`) says: the
+# teachers' settings. A distilled model records its own (few steps, cfg 1, the grid it was trained on).
+BASE_SAMPLING = {"steps": 25, "cfg": 4.0, "sampler": "ddim", "scheduler": "uniform"}
+SSR_SAMPLING = {"steps": 20, "cfg": 1.0, "sampler": "ddim", "scheduler": "uniform", "denoise": SSR_DENOISE}
+
+
+def sampling_defaults(config: ModelConfig) -> dict:
+    """The model's default steps, cfg, sampler, scheduler (and an SSR's denoise): what its checkpoint records in
+    `sampling` (a distilled model), else BASE_SAMPLING / SSR_SAMPLING."""
+    base = SSR_SAMPLING if config.role == "ssr" else BASE_SAMPLING
+    return {**base, **{k: v for k, v in config.sampling.items() if k in base}}
+
+
+def pick(value, defaults: dict, key: str):
+    """`value` as given, or the model's default for `key` when it is None."""
+    return defaults[key] if value is None else value
 
 
 class FramewiseT2I(nn.Module):
@@ -101,8 +119,9 @@ def jcm_cond(bundle: LumiereBundle, C: torch.Tensor | None, M: torch.Tensor | No
 
 @torch.no_grad()
 def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int | None = None,
-             height: int | None = None, width: int | None = None, steps: int = 25, cfg: float = 4.0,
-             seed: int = 0, sampler: str = "ddim", scheduler: str = "uniform", negative: str = "",
+             height: int | None = None, width: int | None = None, steps: int | None = None,
+             cfg: float | None = None, seed: int = 0, sampler: str | None = None, scheduler: str | None = None,
+             negative: str = "",
              C: torch.Tensor | None = None, M: torch.Tensor | None = None,
              init_video: torch.Tensor | None = None, strength: float = 1.0, replace_known: bool = False,
              context: torch.Tensor | None = None, uncond_context: torch.Tensor | None = None,
@@ -114,9 +133,15 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
     out = M * C + (1 - M) * out, so they equal C bit for bit; a soft M (0..1) blends. Off by default, so that
     what the model itself does with <C, M> stays measurable (lumiere.eval reports both).
 
+    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`: 25 DDIM steps at
+    cfg 4, or what a distilled checkpoint records).
+
     Returns (b, 3, t, h, w) in -1..1. All frames are denoised together in one pass.
     """
     cfgm = bundle.config
+    d = sampling_defaults(cfgm)
+    steps, cfg, sampler, scheduler = (pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"),
+                                                                  (sampler, "sampler"), (scheduler, "scheduler")))
     check_replace_known(replace_known, C, M)
     ctx, uctx = encode_text(bundle, prompt, negative, context, uncond_context)
     b = ctx.shape[0]
@@ -144,16 +169,23 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
 
 @torch.no_grad()
 def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str], *, window: int | None = None,
-            overlap: int = 2, fuse: str = "flat", tile: int | None = None, steps: int = 20, cfg: float = 1.0,
-            seed: int = 0, sampler: str = "ddim", scheduler: str = "uniform", negative: str = "",
-            denoise: float = SSR_DENOISE, callback: Callable | None = None, disable: bool = True) -> torch.Tensor:
+            overlap: int = 2, fuse: str = "flat", tile: int | None = None, steps: int | None = None,
+            cfg: float | None = None, seed: int = 0, sampler: str | None = None, scheduler: str | None = None,
+            negative: str = "", denoise: float | None = None, callback: Callable | None = None,
+            disable: bool = True) -> torch.Tensor:
     """Spatial super-resolution of a low-res clip (b, 3, t, h, w) with temporal MultiDiffusion over windows.
 
     `denoise` in (0, 1] (as core samplers' denoise): 1 starts from pure noise; below 1 the sampler starts from the
     bilinearly up-sampled clip noised to an intermediate level and runs the last `denoise` fraction of the
     schedule (SDEdit: `sdedit_sigmas`), so the result stays closer to the up-sampled input.
+    `steps`, `cfg`, `sampler`, `scheduler`, `denoise`: None is the model's default (`sampling_defaults`: 20 DDIM
+    steps, cfg 1, denoise SSR_DENOISE, or what a distilled checkpoint records).
     """
     cfgm = bundle.config
+    d = sampling_defaults(cfgm)
+    steps, cfg, sampler, scheduler, denoise = (
+        pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"), (sampler, "sampler"), (scheduler, "scheduler"),
+                                   (denoise, "denoise")))
     if cfgm.conditioning != "lowres":
         raise ValueError(f"model: expected an SSR checkpoint (role 'ssr'), got role {cfgm.role!r}")
     if video.ndim != 5 or video.shape[1] != 3:
@@ -223,8 +255,9 @@ def window_segment(schedule: list[tuple[int, str]], frames: list[int]) -> int:
 @torch.no_grad()
 def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *, window: int | None = None,
                   overlap: int | None = None, fuse: str = "ramped", height: int | None = None,
-                  width: int | None = None, steps: int = 25, cfg: float = 4.0, seed: int = 0, sampler: str = "ddim",
-                  scheduler: str = "uniform", negative: str = "", C: torch.Tensor | None = None,
+                  width: int | None = None, steps: int | None = None, cfg: float | None = None, seed: int = 0,
+                  sampler: str | None = None, scheduler: str | None = None, negative: str = "",
+                  C: torch.Tensor | None = None,
                   M: torch.Tensor | None = None, replace_known: bool = False, loop: bool = False,
                   callback: Callable | None = None, disable: bool = True) -> torch.Tensor:
     """A clip longer than the model's window: temporal MultiDiffusion of the base over overlapping windows
@@ -236,8 +269,12 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     (`multidiffusion.loop_window_starts`), so the last frame flows into the first. Any length from one window up.
 
     `prompts`: a prompt, or a schedule "0: prompt A; 32: prompt B" / [(0, "A"), (32, "B")].  -> (1, 3, T, h, w)
+    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`).
     """
     cfgm = bundle.config
+    d = sampling_defaults(cfgm)
+    steps, cfg, sampler, scheduler = (pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"),
+                                                                  (sampler, "sampler"), (scheduler, "scheduler")))
     schedule = parse_prompt_schedule(prompts)
     check_schedule(schedule, num_frames)
     window = window or cfgm.num_frames

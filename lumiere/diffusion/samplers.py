@@ -29,7 +29,16 @@ def uniform_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return torch.cat([t_to_vesigma(t), t.new_zeros(1)]).float()
 
 
-SCHEDULES = {"karras": karras_sigmas, "uniform": uniform_sigmas}
+def trailing_sigmas(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """n noise levels evenly spaced in the cosine time t from sigma_max down, ending one spacing above 0, then 0
+    ("trailing" spacing): every one of the n calls denoises, none is spent at sigma_min. The grid a distilled
+    few-step model is trained on (`lumiere.train` stage distill); `sigma_min` only sets the spacing."""
+    lo, hi = math.atan(sigma_min) * 2 / math.pi, math.atan(sigma_max) * 2 / math.pi
+    t = torch.linspace(hi, lo, n + 1, dtype=torch.float64)[:-1]
+    return torch.cat([t_to_vesigma(t), t.new_zeros(1)]).float()
+
+
+SCHEDULES = {"karras": karras_sigmas, "uniform": uniform_sigmas, "trailing": trailing_sigmas}
 
 
 def get_sigmas(schedule: str, steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:

@@ -58,12 +58,13 @@ class DataSpec:
 
 @dataclass
 class TrainSpec:
-    stage: str = _key("", "`t2i`, `temporal`, `conditioning`, `ssr` or `style`")
+    stage: str = _key("", "`t2i`, `temporal`, `conditioning`, `ssr`, `style` or `distill`")
     preset: str = _key("", "model preset: `tiny`, `demo`, `ssr_demo`, `paper` (empty: `ssr_demo` for ssr, else "
                            "`demo`)")
     model: dict = _key(None, "overrides merged into the preset, e.g. `{\"unet\": {\"base_channels\": 64}}`",
                        factory=dict)
-    init: str = _key("", "the previous stage's exported checkpoint (temporal, conditioning, style)")
+    init: str = _key("", "the previous stage's exported checkpoint (temporal, conditioning, style; distill: the "
+                         "teacher, a base or an SSR)")
     init_mode: str = _key("identity", "`identity` (the paper: identity-initialised temporal resampling) or `he` "
                                       "(the ablation)")
     data: DataSpec = _key(None, "the data (the `data.*` keys below)", factory=DataSpec)
@@ -79,6 +80,11 @@ class TrainSpec:
                                 "paper's frozen T2I), at `lr * lr_t2i_scale`", factory=list)
     lr_t2i_scale: float = _key(0.25, "learning-rate factor of the `unfreeze` parameters")
     in_channels: int = _key(0, "style: widen the T2I input to this many channels (0: keep)")
+    distill_steps: int = _key(4, "distill: the student's sampling steps (network calls per clip, cfg 1), on the "
+                                 "trailing grid recorded in its checkpoint")
+    teacher_steps: int = _key(32, "distill: the teacher's DDIM steps over the same range, a multiple of "
+                                  "`distill_steps` (each K/N of them are one student step's target)")
+    teacher_cfg: float = _key(4.0, "distill: the teacher's classifier-free guidance scale, folded into the student")
     batch_size: int = _key(8, "clips (or images) per step and process")
     lr: float = _key(5e-4, "AdamW learning rate after warm-up")
     warmup: int = _key(100, "linear warm-up steps")

@@ -22,7 +22,10 @@ from ..data.embeddings import EMBEDDINGS_FILE, CaptionEmbeddings
 from ..data.longmotion import LONG_VOCAB, LongMotionClips
 from ..data.procedural import VOCAB, ProceduralClips
 from ..data.real import REAL_VOCAB, RealClips
-from ..diffusion.schedule import sample_t, v_loss
+from ..compute import to_compute_layout
+from ..diffusion.denoiser import Denoiser
+from ..diffusion.samplers import get_sigmas, sample
+from ..diffusion.schedule import alpha_sigma, sample_t, v_loss, vesigma_to_t
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.text import extend_vocab
 from ..models.unet2d import widen_input
@@ -30,7 +33,7 @@ from ..pipeline import ssr_conditioning
 from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
 
-STAGES = ("t2i", "temporal", "conditioning", "ssr", "style")
+STAGES = ("t2i", "temporal", "conditioning", "ssr", "style", "distill")
 TASKS = cond_lib.TRAINING_TASKS
 
 
@@ -405,3 +408,174 @@ def build_stage(spec: TrainSpec | dict, init_bundle: LumiereBundle | None = None
     if spec.stage not in STAGE_CLASSES:
         raise ValueError(f"stage: expected one of {STAGES}, got {spec.stage!r}")
     return STAGE_CLASSES[spec.stage](spec, init_bundle)
+
+
+class DistillStage(TemporalStage):
+    """A few-step student from a teacher (the base or the SSR): guidance-folded multi-step distillation on a
+    fixed grid, in one round.
+
+    The student is the teacher's copy, sampled with DDIM (eta 0) at cfg 1 on the `distill_steps`-point trailing
+    grid s_0 > ... > s_{N-1} > s_N = 0 (`samplers.trailing_sigmas`: every call denoises, none is spent at
+    sigma_min). One training example: a clip x0 (and its <C, M> from the teacher's task mixture `tasks`, or the
+    SSR's low-res input: teacher and student get the same cond channels), a grid step i, x = x0 + s_i * noise.
+    The teacher, frozen, runs K/N DDIM steps from (x, s_i) to s_{i+1} with classifier-free guidance `teacher_cfg`
+    (K = `teacher_steps`, the teacher's whole trajectory being its K-step DDIM at that cfg), landing at x'. The
+    student's one DDIM step, x + (x - D)(s_{i+1} / s_i - 1), lands there iff its x0 estimate is
+    D* = (x' - r x) / (1 - r), r = s_{i+1} / s_i (at the last step D* = x'). The loss is the v-space MSE against
+    D* (the "SNR + 1" weighting of Salimans & Ho 2022).
+
+    Why this and not progressive halving (Salimans & Ho 2022; Meng et al. 2023, 32 -> 16 -> 8 -> 4 over rounds):
+    the target is the teacher's own K-step path, so nothing compounds over rounds, no intermediate teacher has to
+    be held in the checkpoint, and the whole budget trains the student at the grid it is sampled on; the price is
+    K/N teacher calls per example (x2 with guidance), which at the demo models' size is still a few minutes on a
+    GPU. Guidance is folded in as Meng et al.'s first stage (one fixed w instead of a w-conditioned student).
+    Known-pixel replacement is not applied inside the teacher's steps: the network's own use of <C, M> is what is
+    distilled; sampling with `replace_known` wraps the student as it wraps the teacher.
+
+    The model's checkpoint records the grid and cfg 1 in `config.sampling` (read by `pipeline.sampling_defaults`,
+    the CLI and the nodes). `make_cond` (the task mixture) is the conditioning stage's, inherited.
+    """
+    name = "distill"
+
+    def __init__(self, spec, init_bundle=None):
+        Stage.__init__(self, spec)
+        init = _load_init(spec, init_bundle)
+        cfg = copy.deepcopy(init.config)
+        if cfg.role not in ("base", "ssr"):
+            raise ValueError(f"init: expected a base or SSR checkpoint (role 'base' or 'ssr'), got role {cfg.role!r}")
+        n, k = spec.distill_steps, spec.teacher_steps
+        if n < 1 or k < n or k % n:
+            raise ValueError(f"teacher_steps: expected a multiple of distill_steps ({n}, at least 1), got {k}")
+        self.tasks, self.camera_tasks = spec.tasks, spec.camera_tasks
+        for key, mix in (("tasks", self.tasks), ("camera_tasks", self.camera_tasks)):
+            unknown = [t for t in mix if t not in TASKS]
+            if unknown:
+                raise ValueError(f"{key}: unknown task {unknown[0]!r}; expected some of {TASKS}")
+        if self.tasks and cfg.conditioning != "jcm":
+            raise ValueError(f"tasks: the teacher ({cfg.role}, conditioning {cfg.conditioning!r}) takes no <C, M>")
+        self.teacher = copy.deepcopy(init.model).eval().requires_grad_(False)  # frozen; never in the checkpoint
+        if init.text_encoder is not None:  # shared by teacher and student, frozen
+            init.text_encoder.requires_grad_(False)
+        # the teacher's K-step grid; the student's N-step grid is every (K/N)-th point of it
+        self.teacher_sigmas = get_sigmas("trailing", k, cfg.sigma_min, cfg.sigma_max)  # (K + 1,), last 0
+        self.every = k // n
+        student_sigmas = get_sigmas("trailing", n, cfg.sigma_min, cfg.sigma_max)
+        cfg.sampling = {"steps": n, "cfg": 1.0, "sampler": "ddim", "scheduler": "trailing",
+                        "sigmas": [float(s) for s in student_sigmas],
+                        "distilled": {"teacher_steps": k, "teacher_cfg": spec.teacher_cfg, "teacher": spec.init,
+                                      "method": "guidance-folded multi-step distillation on a fixed DDIM grid"}}
+        if cfg.role == "ssr":
+            cfg.sampling["denoise"] = 1.0  # the grid from pure noise
+        self.bundle = LumiereBundle(init.model, init.text_encoder, cfg)
+        self.trainable = list(init.model.parameters())
+        self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
+        self._device = torch.device("cpu")
+        self._reference = None  # the probe's teacher samples (computed once, on the device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @device.setter
+    def device(self, device) -> None:
+        """The Trainer places the stage's modules; the teacher (not one of them: never saved) follows here."""
+        self._device = torch.device(device)
+        self.teacher.to(self._device)
+        if self.spec.channels_last:
+            to_compute_layout(self.teacher)
+        self._reference = None
+
+    def cond_for(self, x0: torch.Tensor, generator: torch.Generator, specs) -> torch.Tensor | None:
+        """The cond channels teacher and student both get, on the CPU (seeded; moved with the batch): <C, M> from
+        the task mixture (zeros without `tasks`: text-to-video), the SSR's up-sampled low-res clip, or None (a
+        3-channel base).  x0 (b, 3, t, h, w) on the CPU -> (b, 4 or 3, t, h, w)."""
+        c = self.bundle.config
+        if c.conditioning == "lowres":
+            return ssr_conditioning(x0, c.scale)
+        if c.conditioning != "jcm":
+            return None
+        if self.tasks:
+            return self.make_cond(x0, generator, specs)
+        b, _, t, h, w = x0.shape
+        return torch.zeros(b, 4, t, h, w)
+
+    @torch.no_grad()
+    def teacher_target(self, x: torch.Tensor, i: torch.Tensor, ctx, uctx, cond) -> torch.Tensor:
+        """The teacher's K/N guided DDIM steps from x at s_i to s_{i+1} (i (b,) per clip) -> x' (b, 3, t, h, w)."""
+        den = Denoiser(self.teacher, ctx, uctx, cond, self.spec.teacher_cfg)
+        grid = self.teacher_sigmas.to(x.device)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        for j in range(self.every):
+            s, s_next = grid[i * self.every + j], grid[i * self.every + j + 1]
+            d = den(x, s)
+            x = d + (x - d) * (s_next / s).view(shape)  # DDIM, eta 0 (s_next = 0: x = d)
+        return x
+
+    def loss(self, generator):
+        x0, caps, specs = self.data.clips(self.batch_size, generator)
+        ctx = self.context(caps, generator)
+        b = x0.shape[0]
+        n = self.spec.distill_steps
+        i = torch.randint(n, (b,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        cond = self.cond_for(x0, generator, specs)
+        x0, noise, i, cond = self.to_dev(x0, noise, i, cond)
+        uctx = self.uncond(b)
+        grid = self.teacher_sigmas.to(self.device)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        s, s_next = grid[i * self.every], grid[(i + 1) * self.every]
+        x = x0 + s.view(shape) * noise
+        target = self.teacher_target(x, i, ctx.to(self.device), uctx.to(self.device), cond)
+        r = (s_next / s).view(shape)
+        x0_star = (target - r * x) / (1 - r)  # the student's DDIM step lands on the target iff D = x0_star
+        t = vesigma_to_t(s)
+        alpha, sigma = (v.view(shape) for v in alpha_sigma(t))
+        x_t = alpha * x
+        inp = x_t if cond is None else torch.cat([x_t, cond.to(x_t.dtype)], dim=1)
+        v_star = (alpha * x_t - x0_star) / sigma  # x0 = alpha x_t - sigma v
+        return ((self.bundle.model(inp, t, ctx.to(self.device)).float() - v_star) ** 2).mean()
+
+    def uncond(self, b: int) -> torch.Tensor:
+        """The unconditional text context of the teacher's guidance (the empty prompt), (b, m, d)."""
+        if self.bundle.text_encoder is None:
+            return self.embeddings([""] * b)
+        with torch.no_grad():
+            return self.bundle.text_encoder.encode([""] * b)
+
+    @torch.no_grad()
+    def distill_probe(self, clips: int = 8, seed: int = 0) -> dict:
+        """The student at its grid (cfg 1) against the teacher's K-step guided DDIM from the same noise, on a
+        fixed seeded set of `clips` training clips with their conds (teacher samples computed once): PSNR (dB) to
+        the teacher and to the clips themselves (for the SSR, PSNR to the true high-res clips)."""
+        if self._reference is None:
+            g = torch.Generator().manual_seed(10_000 + seed)
+            x0, caps, specs = self.data.clips(clips, g)
+            x0, cond = self.to_dev(x0, self.cond_for(x0, g, specs))
+            ctx = (self.bundle.text_encoder.encode(caps) if self.bundle.text_encoder is not None
+                   else self.embeddings(caps)).to(self.device)
+            uctx = self.uncond(clips).to(self.device)
+            teacher = sample(Denoiser(self.teacher, ctx, uctx, cond, self.spec.teacher_cfg), x0.shape,
+                             self.teacher_sigmas, "ddim", seed, device=self.device).clamp(-1, 1)
+            self._reference = (x0, cond, ctx, teacher)
+        x0, cond, ctx, teacher = self._reference
+        rec = self.bundle.config.sampling
+        sigmas = torch.tensor(rec["sigmas"], dtype=torch.float32)
+        was_training = self.bundle.model.training
+        self.bundle.model.eval()
+        try:
+            student = sample(Denoiser(self.bundle.model, ctx, None, cond, 1.0), x0.shape, sigmas, rec["sampler"],
+                             seed, device=self.device).clamp(-1, 1)
+        finally:
+            self.bundle.model.train(was_training)
+        return {"student_psnr_to_teacher": round(_psnr(student, teacher), 2),
+                "student_psnr_to_data": round(_psnr(student, x0), 2),
+                "teacher_psnr_to_data": round(_psnr(teacher, x0), 2), "student_steps": rec["steps"]}
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of two videos in -1..1 (peak-to-peak 2)."""
+    mse = (a.float() - b.float()).pow(2).mean().clamp(min=1e-12)
+    return float(10 * torch.log10(4 / mse))
+
+
+STAGE_CLASSES["distill"] = DistillStage

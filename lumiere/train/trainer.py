@@ -247,13 +247,16 @@ class Trainer:
 
         Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; with `"camera_photos": DIR` (a folder of held-out
         images, or "" for seeded textures) also the camera probe (`lumiere.eval.camera_probe`, image-to-video;
-        `"camera_sources": N` over N of the photos); `"motion": false` leaves out the shapes motion probe.
-        Its time is not counted as training time."""
+        `"camera_sources": N` over N of the photos); `"motion": false` leaves out the shapes motion probe. A
+        distill stage adds its own (`DistillStage.distill_probe`: the student against the teacher on
+        `"distill_clips"` fixed clips, 8 by default). Its time is not counted as training time."""
         from ..eval import camera_probe, motion_probe
         opts = dict(self.spec.probe)
         photos = opts.pop("camera_photos", None)
         sources = opts.pop("camera_sources", 0)
         motion = opts.pop("motion", True)  # false: the camera probe only (models that know no shapes)
+        distill_clips = opts.pop("distill_clips", 8)
+        distill_probe = getattr(self.stage, "distill_probe", None)
         t0 = time.time()
         bf16 = self.spec.bf16
         with self.ema_weights(), torch.no_grad(), \
@@ -262,6 +265,8 @@ class Trainer:
             if photos is not None:
                 res.update(camera_probe(self.stage.bundle, photos or None, sources=sources,
                                         **{k: v for k, v in opts.items() if k in ("steps", "cfg", "seed")}))
+            if distill_probe is not None:
+                res.update(distill_probe(clips=distill_clips, seed=opts.get("seed", 0)))
         rec = {"event": "probe", "step": self.step, "train_min": round(self.train_seconds / 60, 2), **res,
                "probe_seconds": round(time.time() - t0, 1)}
         self.log(rec)
