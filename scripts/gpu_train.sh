@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Train several models at once on one GPU (each its own process, all for MINUTES), then bundle what came out.
+#
+#   MINUTES=7 bash scripts/gpu_train.sh NAME:STAGE:CONFIG [NAME:STAGE:CONFIG ...]
+#
+# Each run writes runs/gpu/NAME/ (its config's `out` should be that folder) and logs to runs/gpu/NAME.log; the
+# CPU threads are shared out evenly. At the end the exported models, loss/probe logs and logs are packed into
+# BUNDLE_DIR (default runs/gpu/bundle) as one tar split into 15 MiB pieces (`cat gpu.tar.* | tar -x` unpacks it
+# in the repository root). Runs that fail do not stop the others; their exit codes are in runs/gpu/rc.txt.
+set -u
+cd "$(dirname "$0")/.."
+MINUTES=${MINUTES:-7}
+PY=${PYTHON:-python3}
+BUNDLE_DIR=${BUNDLE_DIR:-runs/gpu/bundle}
+export PYTHONUNBUFFERED=1
+[[ $# -ge 1 ]] || { echo "usage: MINUTES=7 bash scripts/gpu_train.sh NAME:STAGE:CONFIG ..." >&2; exit 2; }
+mkdir -p runs/gpu "$BUNDLE_DIR"
+: >runs/gpu/rc.txt
+CORES=$(nproc)
+THREADS=$(( CORES / $# > 0 ? CORES / $# : 1 ))
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
+names=()
+pids=()
+for job in "$@"; do
+  IFS=: read -r name stage config <<<"$job"
+  names+=("$name")
+  ( OMP_NUM_THREADS=$THREADS $PY -m lumiere train "$stage" --config "$config" --out "runs/gpu/$name" \
+      --threads "$THREADS" --max-minutes "$MINUTES" >"runs/gpu/$name.log" 2>&1
+    echo "$name $?" >>runs/gpu/rc.txt ) &
+  pids+=($!)
+done
+( sleep "$($PY -c "print(int($MINUTES * 60 + 60))")"
+  for name in "${names[@]}"; do [[ -d runs/gpu/$name ]] && touch "runs/gpu/$name/STOP"; done ) &
+watchdog=$!
+wait "${pids[@]}"
+kill "$watchdog" 2>/dev/null
+cat runs/gpu/rc.txt
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
+files=(runs/gpu/rc.txt)
+for name in "${names[@]}"; do
+  tail -c 2000 "runs/gpu/$name.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -3 | sed "s/^/[$name] /"
+  for f in "runs/gpu/$name.log" "runs/gpu/$name/train.jsonl" "runs/gpu/$name/model.safetensors"; do
+    [[ -f $f ]] && files+=("$f")
+  done
+done
+tar -cf - "${files[@]}" | split -b 15m -d - "$BUNDLE_DIR/gpu.tar."
+ls -la "$BUNDLE_DIR"
