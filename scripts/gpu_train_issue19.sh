@@ -6,15 +6,18 @@
 #   MINUTES=7 bash scripts/gpu_train_issue19.sh      # from anywhere; runs in the repo root
 #
 # Logs: runs/gpu/<name>.log; run folders: runs/gpu/<name>/ (train.jsonl, checkpoints, model.safetensors: fp16).
-# PYTHON: the interpreter (default .venv/bin/python where it exists, else python3). Exits when all three have
+# RUNS: which configs (default the three above); add windows16_base for the windowed baseline's own 16-frame
+# base at 16 fps (the same data and task mixture; the shipped base knows neither 16 fps nor the new words).
+# PYTHON: the interpreter (default .venv/bin/python where it exists, else python3). Exits when all have
 # finished: 0 if every training did, else 1.
 set -u
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-7}
+RUNS=${RUNS:-"long80_base cascade_keyframes cascade_tsr"}
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 mkdir -p runs/gpu
 pids=()
-for name in long80_base cascade_keyframes cascade_tsr; do
+for name in $RUNS; do
   PYTHONUNBUFFERED=1 "$PYTHON" -m lumiere train conditioning --config "configs/$name.json" \
     --max-minutes "$MINUTES" > "runs/gpu/$name.log" 2>&1 &
   pids+=($!)
@@ -24,7 +27,7 @@ rc=0
 for pid in "${pids[@]}"; do
   wait "$pid" || rc=1
 done
-for name in long80_base cascade_keyframes cascade_tsr; do
+for name in $RUNS; do
   echo "== $name"; tail -n 2 "runs/gpu/$name.log"
 done
 exit $rc
