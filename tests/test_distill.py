@@ -125,8 +125,11 @@ def test_distill_resume_is_exact(tmp_path, teachers):
 
 
 def test_distill_ssr(tmp_path, teachers):
-    Trainer(spec("distill", init=str(teachers["ssr"]), distill_steps=1, teacher_steps=4, teacher_cfg=1.0),
-            out=tmp_path, max_steps=2, quiet=True).run()
+    tr = Trainer(spec("distill", init=str(teachers["ssr"]), distill_steps=1, teacher_steps=4, teacher_cfg=1.0),
+                 out=tmp_path, max_steps=2, quiet=True)
+    tr.run()
+    probe = tr.stage.distill_probe(clips=2)
+    assert probe["student_steps"] == 1 and probe["bicubic_psnr_to_data"] > 10  # the SSR's baseline, in dB
     b = load_model(tmp_path / "model.safetensors")
     assert b.config.role == "ssr"
     d = sampling_defaults(b.config)

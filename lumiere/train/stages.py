@@ -29,7 +29,8 @@ from ..diffusion.schedule import alpha_sigma, sample_t, v_loss, vesigma_to_t
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.text import extend_vocab
 from ..models.unet2d import widen_input
-from ..pipeline import ssr_conditioning
+from ..eval import bicubic_video
+from ..pipeline import downsample_video, ssr_conditioning
 from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
 
@@ -546,7 +547,8 @@ class DistillStage(TemporalStage):
     def distill_probe(self, clips: int = 8, seed: int = 0) -> dict:
         """The student at its grid (cfg 1) against the teacher's K-step guided DDIM from the same noise, on a
         fixed seeded set of `clips` training clips with their conds (teacher samples computed once): PSNR (dB) to
-        the teacher and to the clips themselves (for the SSR, PSNR to the true high-res clips)."""
+        the teacher and to the clips themselves (for the SSR: the true high-res clips; bicubic up-sampling of the
+        low-res input is its baseline, `bicubic_psnr_to_data`)."""
         if self._reference is None:
             g = torch.Generator().manual_seed(10_000 + seed)
             x0, caps, specs = self.data.clips(clips, g)
@@ -556,8 +558,13 @@ class DistillStage(TemporalStage):
             uctx = self.uncond(clips).to(self.device)
             teacher = sample(Denoiser(self.teacher, ctx, uctx, cond, self.spec.teacher_cfg), x0.shape,
                              self.teacher_sigmas, "ddim", seed, device=self.device).clamp(-1, 1)
-            self._reference = (x0, cond, ctx, teacher)
-        x0, cond, ctx, teacher = self._reference
+            extra = {}
+            c = self.bundle.config
+            if c.conditioning == "lowres":
+                extra["bicubic_psnr_to_data"] = round(_psnr(bicubic_video(downsample_video(x0, c.scale), c.scale),
+                                                            x0), 2)
+            self._reference = (x0, cond, ctx, teacher, extra)
+        x0, cond, ctx, teacher, extra = self._reference
         rec = self.bundle.config.sampling
         sigmas = torch.tensor(rec["sigmas"], dtype=torch.float32)
         was_training = self.bundle.model.training
@@ -569,7 +576,7 @@ class DistillStage(TemporalStage):
             self.bundle.model.train(was_training)
         return {"student_psnr_to_teacher": round(_psnr(student, teacher), 2),
                 "student_psnr_to_data": round(_psnr(student, x0), 2),
-                "teacher_psnr_to_data": round(_psnr(teacher, x0), 2), "student_steps": rec["steps"]}
+                "teacher_psnr_to_data": round(_psnr(teacher, x0), 2), **extra, "student_steps": rec["steps"]}
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
