@@ -1,4 +1,6 @@
-"""Regenerate the bundled workflows (workflows/*.json, UI format) and their example inputs (workflows/inputs/).
+"""Regenerate the bundled workflows (workflows/*.json, UI format) and their example inputs (workflows/inputs/, where
+absent). tests/comfy/test_server.py checks the committed workflows are these graphs; after changing a graph, rerun
+this and scripts/render_workflow_previews.py for the workflows whose output changed.
 
 The graphs are written here in the API format, then turned into UI workflows by the real front-end
 (app.loadApiJson + graph.serialize in headless Chromium), so widget order and links are exactly what ComfyUI
@@ -44,7 +46,8 @@ IN_TEMP = ""
 
 def write_inputs() -> None:
     """A still (a red circle) and where it is 15 frames later, a 16-frame clip (a blue square moving down) and a
-    centre mask, at 32x32."""
+    centre mask, at 32x32. Each only where absent: the committed ones are what the thumbnails were rendered from,
+    and the shapes data has changed since (its clip now moves otherwise); delete a file to write it anew."""
     from PIL import Image
     import av
 
@@ -57,11 +60,15 @@ def write_inputs() -> None:
     def to_uint8(frame):  # (3, h, w) in -1..1 -> (h, w, 3) uint8
         return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
-    Image.fromarray(to_uint8(still[0, :, 0])).save(INPUTS / STILL)
-    Image.fromarray(to_uint8(still[0, :, -1])).save(INPUTS / LAST)
+    for name, frame in ((STILL, still[0, :, 0]), (LAST, still[0, :, -1])):
+        if not (INPUTS / name).exists():
+            Image.fromarray(to_uint8(frame)).save(INPUTS / name)
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255  # white = the area to regenerate / animate
-    Image.fromarray(mask).convert("RGB").save(INPUTS / MASK)
+    if not (INPUTS / MASK).exists():
+        Image.fromarray(mask).convert("RGB").save(INPUTS / MASK)
+    if (INPUTS / CLIP).exists():
+        return
     with av.open(str(INPUTS / CLIP), "w") as out:
         stream = out.add_stream("libx264", rate=8, options={"crf": "10"})
         stream.width = stream.height = 32
@@ -124,8 +131,11 @@ def video_input() -> dict:
 
 
 def graphs() -> dict[str, dict]:
+    # a user's photo fitted to the model with "area" (a box average: the 10-16x downscale of a photo to 32-64 px
+    # is antialiased; "bilinear" samples a few pixels and aliases, 24 dB from an antialiased fit against area's 36;
+    # an image smaller than the model is enlarged by repeating pixels)
     still = {"20": node("LoadImage", "Input image", image=STILL + IN_TEMP),
-             "21": node("ImageScale", image=["20", 0], upscale_method="bilinear", width=["1", 3], height=["1", 4],
+             "21": node("ImageScale", image=["20", 0], upscale_method="area", width=["1", 3], height=["1", 4],
                         crop="center")}
     mask = {"22": node("LoadImageMask", "Mask (white = generate)", image=MASK + IN_TEMP, channel="red")}
     t2v = base_graph("a red circle moving right on gray", "text_to_video")
@@ -154,7 +164,7 @@ def graphs() -> dict[str, dict]:
                               pads=(8, 8, 8, 8), extra={**video_input(), **small})
     keyframes = {**still,
                  "24": node("LoadImage", "Last frame", image=LAST + IN_TEMP),
-                 "25": node("ImageScale", image=["24", 0], upscale_method="bilinear", width=["1", 3],
+                 "25": node("ImageScale", image=["24", 0], upscale_method="area", width=["1", 3],
                             height=["1", 4], crop="center"),
                  "26": node("ImageBatch", "Keyframes (first, last)", image1=["21", 0], image2=["25", 0])}
     interpolate = conditioned("a red circle moving right on gray", "interpolate", "keyframes", ["26", 0],

@@ -129,6 +129,30 @@ def test_every_template_has_its_thumbnail(comfy_server):
 
 # ---- bundled workflows ---------------------------------------------------------------------------------------
 
+def test_committed_workflows_are_the_generators(object_info):
+    """workflows/*.json are scripts/make_workflows.py's graphs (rerun it after changing them): the same nodes, and
+    every input the generator sets has its value (a newer core's added widgets take their defaults)."""
+    from comfy_harness import workflow_to_api
+    from make_workflows import graphs
+    generated = graphs()
+    assert sorted(generated) == sorted(BUNDLED)
+    for name, graph in generated.items():
+        committed = workflow_to_api(json.loads((ROOT / "workflows" / f"{name}.json").read_text()), object_info)
+        assert sorted(committed) == sorted(graph), name
+        for k, node in graph.items():
+            assert committed[k]["class_type"] == node["class_type"], (name, k)
+            for key, value in node["inputs"].items():
+                assert committed[k]["inputs"].get(key) == value, (name, k, key, committed[k]["inputs"].get(key))
+
+
+def test_the_workflows_fit_a_users_image_with_area(api_workflows):
+    """Every Image Scale that fits a user's image or video to the model is "area" (a box average: antialiased on
+    the 10-16x downscale of a photo; bilinear aliased it, 24 dB from an antialiased fit against area's 36)."""
+    scales = [(name, n) for name, p in api_workflows.items() for n in p.values() if n["class_type"] == "ImageScale"]
+    assert len(scales) >= 5
+    assert all(n["inputs"]["upscale_method"] == "area" for _, n in scales), scales
+
+
 def read_webp(path) -> np.ndarray:
     with Image.open(path) as im:
         return np.stack([np.array(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
