@@ -22,6 +22,16 @@ COMFY_DIR = Path(os.environ.get("COMFY_DIR", ROOT / ".comfy"))
 PACK_LINK_NAME = "comfyui-lumiere"  # as a registry install names it: not the repo's folder name
 
 
+def server_threads() -> int:
+    """torch CPU threads for a server the harness starts: OMP_NUM_THREADS where the caller set it, else half the
+    cores (at least one), the default of the project's own commands. torch's default (one per core) on the 2-core
+    CI machine with another process busy ran the test server's workflows ~4x slower (54.8 s against 13.1 s)."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return max(1, (os.cpu_count() or 2) // 2)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,8 +46,10 @@ class ComfyServer:
     """`python main.py --cpu` on a free loopback port, stopped by its own PID. Use as a context manager."""
 
     def __init__(self, comfy_dir: Path = COMFY_DIR, base_dir: Path | None = None, port: int | None = None,
-                 extra_args: tuple[str, ...] = (), log_path: Path | None = None, link: bool = True):
-        """link=False: leave custom_nodes/ as it is (a pack installed there otherwise, e.g. by ComfyUI-Manager)."""
+                 extra_args: tuple[str, ...] = (), log_path: Path | None = None, link: bool = True,
+                 threads: int | None = None):
+        """link=False: leave custom_nodes/ as it is (a pack installed there otherwise, e.g. by ComfyUI-Manager).
+        threads: torch CPU threads of the server (OMP_NUM_THREADS; default server_threads())."""
         self.comfy_dir = Path(comfy_dir)
         self.link = link
         self.base_dir = Path(base_dir or self.comfy_dir / "base")
@@ -45,6 +57,7 @@ class ComfyServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args)
         self.log_path = Path(log_path or self.comfy_dir / f"server-{self.port}.log")
+        self.threads = threads or server_threads()
         self.proc: subprocess.Popen | None = None
 
     def link_pack(self) -> None:
@@ -69,8 +82,13 @@ class ComfyServer:
         cmd = [str(self.comfy_dir / "venv" / "bin" / "python"), "main.py", "--cpu", "--listen", "127.0.0.1",
                "--port", str(self.port), "--disable-auto-launch", "--base-directory", str(self.base_dir),
                *self.extra_args]
+        # torch reads OMP_NUM_THREADS at import (ComfyUI never sets its threads); MKL's own pool likewise
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir / "ComfyUI", stdout=self._log, stderr=subprocess.STDOUT)
+        self._log.write(f"[comfy_harness] OMP_NUM_THREADS={self.threads}\n")
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir / "ComfyUI", stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env)
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:

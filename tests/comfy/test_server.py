@@ -127,6 +127,16 @@ def test_every_template_has_its_thumbnail(comfy_server):
         assert img.format == "JPEG" and min(img.size) >= 128 and np.asarray(img).std() > 5, name
 
 
+def test_the_server_runs_on_the_harness_threads(comfy_server):
+    """The harness starts ComfyUI with OMP_NUM_THREADS (the caller's, else half the cores), not torch's default of
+    one thread per core (~4x slower on a busy 2-core machine), and says so in the log."""
+    import psutil
+    from comfy_harness import server_threads
+    assert comfy_server.threads == server_threads()
+    assert psutil.Process(comfy_server.proc.pid).environ()["OMP_NUM_THREADS"] == str(comfy_server.threads)
+    assert f"OMP_NUM_THREADS={comfy_server.threads}" in comfy_server.log().splitlines()[0]
+
+
 # ---- bundled workflows ---------------------------------------------------------------------------------------
 
 def test_committed_workflows_are_the_generators(object_info):
