@@ -18,6 +18,10 @@ never seen in training):
   and the peak memory of a long generation at two lengths;
 - a user's own photo (`camera_section`): image-to-video with a camera prompt ("the camera pans left") on photos
   never trained on: frame 0 kept, the camera motion read from pixels, the continuation against the true clip;
+- motion that needs the whole clip (`whole_clip_section`, issue 19): 80 frames at 16 fps on held-out periodic
+  and whole-clip prompts, the STUNet-80 in one pass against a temporal cascade (keyframes at 4 fps + TSR windows)
+  and the 16-frame base over 80 frames (MultiDiffusion, extension): period error, aliasing (frozen or reversed
+  motion), jumps, identity in the first and last quarter, direction, speed constancy, flicker, FLOPs and seconds;
 - initialization ablation: temporal-stage loss after N steps, identity (the paper) against He-initialized
   temporal resampling convs, same data and noise;
 - stylization: a style statistic (warmth, mean R - B) at several interpolation weights alpha, and colour / shape
@@ -42,9 +46,12 @@ import torch
 import torch.nn.functional as F
 
 from . import conditioning as cond_lib
+from .bench import count_flops
+from .cascade import generate_cascade
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
-from .data.procedural import BG_NAMES, COLOURS, ProceduralClips, caption, heldout_combos
+from .data.longmotion import PERIOD_SECONDS, LongMotionClips, heldout_events, heldout_periodic, long_caption
+from .data.procedural import BG_NAMES, COLOURS, DIR_VEC, ProceduralClips, caption, heldout_combos
 from .data.real import CLIP_CAPTION, RealClips
 from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
                        upscale)
@@ -53,6 +60,8 @@ DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "heldout"  # scripts/fetch_photos.py
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 PHOTO_BASE, PHOTO_SSR = "lumiere_photo_base.safetensors", "lumiere_photo_ssr.safetensors"
+LONG80, CASCADE_KEYFRAMES = "lumiere_long80_base.safetensors", "lumiere_cascade_keyframes.safetensors"
+CASCADE_TSR, WINDOWS16 = "lumiere_cascade_tsr.safetensors", "lumiere_windows16_base.safetensors"
 DEFAULT_REAL = Path(__file__).resolve().parents[1] / "data" / "real"  # scripts/fetch_media.py
 
 
@@ -396,6 +405,12 @@ TARGETS: tuple[Figure, ...] = (
     Figure("loop_seam_ratio", "frames.loop.seam_ratio_loop", "<=", 1.2),
     Figure("long_md_spike", "frames.long.multidiffusion.boundary_spike", "<=", 1.2),
     Figure("long_extension_spike", "frames.long.extension.boundary_spike", "<=", 1.2),
+    Figure("whole_clip_period_error", "whole_clip.stunet80.period_error", "<=", 0.10),
+    Figure("whole_clip_period_error_lowest", "whole_clip.stunet80_period_error_lowest", "==", True),
+    Figure("whole_clip_aliased_clips", "whole_clip.stunet80.aliased_clips", "==", 0),
+    Figure("whole_clip_jump_rate", "whole_clip.stunet80.jump_rate", "<=", 0.05),
+    Figure("whole_clip_identity_acc", "whole_clip.stunet80.identity_acc", ">=", 0.95),
+    Figure("whole_clip_direction_acc", "whole_clip.stunet80.direction_acc", ">=", 0.90),
 )
 REFERENCES: tuple[Figure, ...] = (
     Figure("direction_acc_framewise", "text_to_video.framewise_t2i.direction_acc"),
@@ -439,6 +454,12 @@ REFERENCES: tuple[Figure, ...] = (
     Figure("photo_ssr_psnr", "photo.ssr.photo.psnr"),
     Figure("photo_ssr_bicubic_psnr", "photo.ssr.psnr_bicubic"),
     Figure("photo_ssr_shapes_model_gain_db", "photo.ssr.shapes.gain_over_bicubic_db"),
+    *(Figure(f"whole_clip_{fig}_{m}", f"whole_clip.{m}.{fig}")
+      for m in ("cascade", "multidiffusion", "extension", "ground_truth")
+      for fig in ("period_error", "aliased_clips", "jump_rate", "identity_acc", "direction_acc", "speed_cv")),
+    *(Figure(f"whole_clip_{fig}_{m}", f"whole_clip.{m}.{fig}")
+      for m in ("stunet80", "cascade", "multidiffusion", "extension") for fig in ("gflops_per_clip", "seconds_per_clip")),
+    Figure("whole_clip_speed_cv", "whole_clip.stunet80.speed_cv"),
 )
 
 
@@ -898,7 +919,175 @@ def photo_section(run: EvalRun) -> dict:
     return out
 
 
-SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "photo", "init_ablation")
+# ---- motion that needs the whole clip (issue 19): STUNet-80 against a temporal cascade and windows -------------
+WHOLE_CLIP_FRAMES, WHOLE_CLIP_FPS, CASCADE_STRIDE = 80, 16, 4  # the paper's 5 s clip; keyframes at 4 fps
+FROZEN_PX = 1.0  # a periodic path whose coordinate moves less than this (rms, px at 32) is frozen
+PERIOD_GRID = torch.linspace(1 / 40, 1 / 2.5, 600)  # the frequencies searched (cycles / frame): periods 2.5..40
+
+
+def periodic_reading(video: torch.Tensor, motion: str) -> dict:
+    """The period (frames) and turning sense of one clip's (3, t, h, w) object path, from pixels: the peak of the
+    path's spectrum over PERIOD_GRID, on the frames where the object is seen (x for swings, y for bobs and
+    bounces, x + iy for orbits, whose sign is the sense: +1 clockwise on screen, the data's). `rms_px`: the
+    path's spread about its mean on that coordinate; `frozen` when below FROZEN_PX."""
+    _, _, area, cx, cy = object_pixels(video)
+    seen = torch.nonzero(area >= 3).flatten()
+    if len(seen) < 8:
+        return {"period": float("nan"), "sign": 0, "rms_px": 0.0, "frozen": True}
+    x, y = cx[seen] - cx[seen].mean(), cy[seen] - cy[seen].mean()
+    z = torch.complex(x, y) if motion == "orbits" else torch.complex(x if motion == "swings" else y, 0 * x)
+    freqs = torch.cat([-PERIOD_GRID.flip(0), PERIOD_GRID]) if motion == "orbits" else PERIOD_GRID
+    phase = torch.exp(-2j * math.pi * freqs[:, None] * seen.float()[None])  # (f, n)
+    power = (phase * z[None]).sum(1).abs()
+    f = float(freqs[int(power.argmax())])
+    rms = float(z.abs().pow(2).mean().sqrt())
+    return {"period": 1 / abs(f), "sign": 1 if f > 0 else -1, "rms_px": round(rms, 2), "frozen": rms < FROZEN_PX}
+
+
+def along_track(video: torch.Tensor, direction: str) -> torch.Tensor:
+    """The object's centroid along `direction` (px, growing in that direction) per frame; NaN where unseen. (t,)"""
+    _, _, area, cx, cy = object_pixels(video)
+    dx, dy = DIR_VEC[direction]
+    pos = cx * dx + cy * dy
+    return torch.where(area >= 3, pos, torch.full_like(pos, float("nan")))
+
+
+def slope(pos: torch.Tensor) -> float:
+    """Least-squares px/frame of a track (NaNs left out; NaN with < 2 points)."""
+    t = torch.nonzero(~pos.isnan()).flatten().float()
+    if len(t) < 2:
+        return float("nan")
+    p = pos[t.long()]
+    tc = t - t.mean()
+    return float((tc * (p - p.mean())).sum() / (tc ** 2).sum().clamp(min=1e-6))
+
+
+def event_reading(video: torch.Tensor, spec: dict) -> dict:
+    """A crossing or rebound (spec: event, direction) from pixels: direction right (crosses: over the whole clip;
+    rebounds: forward in the first half and back in the second), speed per quarter (px/frame along the
+    direction), the speed's coefficient of variation over the quarters, and for a rebound the turn's frame."""
+    pos = along_track(video, spec["direction"])
+    t = pos.shape[0]
+    q = t // 4
+    speeds = [slope(pos[k * q:(k + 1) * q]) for k in range(4)]
+    res = {"quarter_speeds": [round(s, 3) for s in speeds]}
+    if spec["event"] == "crosses":
+        s = torch.tensor(speeds)
+        res["direction_ok"] = bool(slope(pos) * (t - 1) >= 1.0)
+        res["speed_cv"] = round(float(s.std() / s.mean().abs().clamp(min=1e-6)), 3) if not s.isnan().any() \
+            else float("nan")
+    else:
+        half = t // 2
+        res["direction_ok"] = bool(slope(pos[:half]) * (half - 1) >= 1.0 and slope(pos[half:]) * (half - 1) <= -1.0)
+        filled = torch.where(pos.isnan(), torch.full_like(pos, -1e9), pos)
+        res["turn_frame"] = int(filled.argmax())
+    return res
+
+
+def identity_kept(video: torch.Tensor, spec: dict) -> bool:
+    """Colour and shape of the prompt in the first and in the last quarter of the clip (3, t, h, w)."""
+    q = video.shape[1] // 4
+    return all(a["colour"] == spec["colour"] and a["shape"] == spec["shape"]
+               for a in (analyse(video[:, :q]), analyse(video[:, -q:])))
+
+
+def whole_clip_specs(n_per_combo: int) -> list[dict]:
+    """The held-out prompts of both families (`lumiere.data.longmotion`), backgrounds black / gray."""
+    out = []
+    for k in range(n_per_combo):
+        for i, (c, s, m, tempo) in enumerate(heldout_periodic()):
+            out.append(dict(colour=c, shape=s, motion=m, tempo=tempo, background=BG_NAMES[(i + k) % 2]))
+        for i, (c, s, e, d) in enumerate(heldout_events()):
+            out.append(dict(colour=c, shape=s, event=e, direction=d, background=BG_NAMES[(i + k + 1) % 2]))
+    return out
+
+
+def whole_clip_figures(videos: torch.Tensor, specs: list[dict], gt: torch.Tensor) -> dict:
+    """The figures of one method's clips (b, 3, t, h, w) against the ground truth's paths (jumps: per clip, more
+    than JUMP_SPEED_FACTOR x the ground truth's fastest move, at least 2 px at 32, or a vanished / split object)."""
+    k = videos.shape[-1] / 32
+    per, ev, jmp, ident = [], [], [], []
+    for v, s, g in zip(videos, specs, gt):
+        jmp.append(jumps(v, max(jumps(g, 1.0)["max_move_px"], 2.0 * k / JUMP_SPEED_FACTOR))["jump"])
+        ident.append(identity_kept(v, s))
+        if "tempo" in s:
+            r = periodic_reading(v, s["motion"])
+            want = PERIOD_SECONDS[s["tempo"]] * WHOLE_CLIP_FPS
+            r["period_error"] = abs(r["period"] - want) / want if not math.isnan(r["period"]) else 1.0
+            r["aliased"] = bool(r["frozen"] or (s["motion"] == "orbits" and r["sign"] < 0))
+            per.append((s, r))
+        else:
+            ev.append((s, event_reading(v, s)))
+    res = {"clips": len(specs), "jump_rate": round(sum(jmp) / len(jmp), 4),
+           "identity_acc": round(sum(ident) / len(ident), 4), "flicker": round(flicker(videos), 4)}
+    if per:
+        res["period_error"] = round(sum(r["period_error"] for _, r in per) / len(per), 4)
+        res["period_error_by_tempo"] = {
+            tempo: round(sum(r["period_error"] for s, r in per if s["tempo"] == tempo) /
+                         max(1, sum(s["tempo"] == tempo for s, _ in per)), 4) for tempo in PERIOD_SECONDS}
+        res["aliased_clips"] = sum(r["aliased"] for _, r in per)
+        res["aliased_rate"] = round(res["aliased_clips"] / len(per), 4)
+    if ev:
+        res["direction_acc"] = round(sum(r["direction_ok"] for _, r in ev) / len(ev), 4)
+        cvs = [r["speed_cv"] for s, r in ev if "speed_cv" in r and not math.isnan(r["speed_cv"])]
+        res["speed_cv"] = round(sum(cvs) / len(cvs), 4) if cvs else float("nan")
+        turns = [abs(r["turn_frame"] - videos.shape[2] / 2) for _, r in ev if "turn_frame" in r]
+        res["rebound_turn_error_frames"] = round(sum(turns) / len(turns), 2) if turns else float("nan")
+    return res
+
+
+def whole_clip_section(run: EvalRun) -> dict:
+    """80 frames at 16 fps on held-out periodic and whole-clip prompts, three ways from the same parts: the
+    STUNet-80 in one pass, the temporal cascade (keyframe base at 4 fps + TSR windows: `lumiere.cascade`) and
+    the 16-frame base over 80 frames (temporal MultiDiffusion and repeated extension); ground truth measured by
+    the same readers. Compute per clip: FLOPs (one sampling step counted, x steps) and seconds."""
+    names = {"stunet80": LONG80, "keyframes": CASCADE_KEYFRAMES, "tsr": CASCADE_TSR, "windows": WINDOWS16}
+    missing = [str(run.models / f) for f in names.values() if not (run.models / f).exists()]
+    if missing:
+        return {"missing": missing}
+    m = {k: load_model(run.models / f, run.device) for k, f in names.items()}
+    T, S = WHOLE_CLIP_FRAMES, m["stunet80"].config.resolution
+    specs = whole_clip_specs(1)
+    specs = specs[:2] + specs[len(heldout_periodic()):][:2] if run.quick else specs
+    prompts = [long_caption(s) for s in specs]
+    data = LongMotionClips(size=S, frames=T, fps=WHOLE_CLIP_FPS, split="all")
+    gt = data.render_specs(specs, torch.Generator().manual_seed(run.seed), T, S)
+    run.log(f"[eval] whole clip: {len(specs)} held-out clips of {T} frames, 4 ways")
+    kw = dict(cfg=run.cfg)
+    methods = {
+        "stunet80": lambda p, i, steps: generate(m["stunet80"], p, num_frames=T, steps=steps, seed=run.seed + i, **kw),
+        "cascade": lambda p, i, steps: generate_cascade(m["keyframes"], m["tsr"], p, T, stride=CASCADE_STRIDE,
+                                                        steps=steps, seed=run.seed + i, **kw),
+        "multidiffusion": lambda p, i, steps: torch.cat([generate_long(m["windows"], q, T, steps=steps,
+                                                                     seed=run.seed + i + j, **kw)
+                                                       for j, q in enumerate(p)]),  # one prompt (schedule) a call
+        "extension": lambda p, i, steps: torch.cat([generate_extended(m["windows"], q, T, steps=steps,
+                                                                      seed=run.seed + i + j, **kw)
+                                                    for j, q in enumerate(p)]),
+    }
+    res = {"frames": T, "fps": WHOLE_CLIP_FPS, "cascade_stride": CASCADE_STRIDE,
+           "window": m["windows"].config.num_frames, "steps": run.steps,
+           "ground_truth": whole_clip_figures(gt, specs, gt)}
+    videos = {}
+    for name, make in methods.items():
+        t0 = time.time()
+        v = torch.cat(run_batches(lambda p, i: make(p, i, run.steps).cpu(), prompts, run.batch))
+        seconds = (time.time() - t0) / len(prompts)
+        flops = count_flops(lambda: make(prompts[:1], 0, 1)) * run.steps
+        videos[name] = v
+        res[name] = {**whole_clip_figures(v, specs, gt), "seconds_per_clip": round(seconds, 2),
+                     "gflops_per_clip": round(flops / 1e9, 1)}
+    run.videos["whole_clip"] = videos
+    errs = {k: res[k].get("period_error", float("nan")) for k in methods}
+    res["stunet80_period_error_lowest"] = bool(all(errs["stunet80"] < e for k, e in errs.items() if k != "stunet80"))
+    # each model's last training run (steps x batch x the stage's FLOPs per clip: the training compute)
+    res["training"] = {k: {key: run_[key] for key in ("steps", "batch_size", "train_minutes", "config") if key in run_}
+                       for k, b in m.items() for run_ in list(b.config.notes.get("training", {}).values())[-1:]}
+    return res
+
+
+SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "photo", "whole_clip",
+            "init_ablation")
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
@@ -955,6 +1144,8 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
         res["camera"] = camera_section(run)
     if "photo" in sections:
         res["photo"] = photo_section(run)
+    if "whole_clip" in sections:
+        res["whole_clip"] = whole_clip_section(run)
     if "init_ablation" in sections:
         log("[eval] init ablation")
         res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)

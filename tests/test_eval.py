@@ -90,10 +90,10 @@ def test_eval_quick_json(tiny_models, capsys):
     assert cam["model"]["frame0_psnr"] < 100 and len(cam["model"]["reads"]) == cam["clips"] == 2
     st = res["stylization"]
     assert set(st["accuracy"]) == {"0.0", "0.5", "0.75"} and "colour_drop_max" in st
-    # summary / met come from the one table: every target is there (all sections ran), but the photo section's
-    # where the folder holds no photo model (it says so)
-    assert "missing" in res["photo"]
-    assert set(res["met"]) == {f.name for f in TARGETS if not f.name.startswith("photo_")}
+    # summary / met come from the one table: every target is there (all sections ran), but the photo and whole-clip
+    # sections' where the folder holds no photo model and no issue-19 models (they say so)
+    assert "missing" in res["photo"] and "missing" in res["whole_clip"]
+    assert set(res["met"]) == {f.name for f in TARGETS if not f.name.startswith(("photo_", "whole_clip_"))}
     assert set(res["met"]) <= set(res["summary"])
     assert [t["name"] for t in res["targets"]] == [f.name for f in TARGETS]
 

@@ -1,17 +1,23 @@
-"""Motion that needs the whole clip (issue 19): captions, held-out splits, periods, keyframe sub-sampling and the
-training stage's mixture and fixed keyframe stride."""
+"""Motion that needs the whole clip (issue 19): captions, held-out splits, periods, keyframe sub-sampling, the
+training stage's mixture and fixed keyframe stride, the temporal cascade and the eval's whole-clip readers."""
 import math
+import shutil
 
 import torch
 
-from lumiere.checkpoint import build_bundle
+from lumiere.cascade import generate_cascade
+from lumiere.checkpoint import build_bundle, load_model
 from lumiere.configs import get_preset
 from lumiere.data.longmotion import (EVENTS, LONG_VOCAB, PERIOD_SECONDS, PERIODIC_MOTIONS, TEMPOS, LongMotionClips,
                                      event_combos, heldout_events, heldout_periodic, long_caption, periodic_combos)
 from lumiere.data.procedural import VOCAB
+from lumiere.eval import (BASE, CASCADE_KEYFRAMES, CASCADE_TSR, LONG80, WINDOWS16, evaluate, whole_clip_figures,
+                          whole_clip_specs)
 from lumiere.models.text import split_words
+from lumiere.pipeline import generate
 from lumiere.train.stages import build_stage, make_dataset
 from lumiere.train.spec import DataSpec
+from lumiere.train.trainer import Trainer
 
 
 def centroid_track(video: torch.Tensor) -> torch.Tensor:
@@ -120,3 +126,42 @@ def test_stage_mixes_long_motion_and_keeps_a_fixed_keyframe_stride(tmp_path):
         idx = row.nonzero().flatten().tolist()
         assert len(idx) == 4 and idx[0] in range(4) and all(b - a == 4 for a, b in zip(idx, idx[1:]))
     assert math.isfinite(float(stage.loss(torch.Generator().manual_seed(3))))
+
+
+def test_whole_clip_readers_on_the_ground_truth_and_on_keyframes_filled_in():
+    specs = [s for s in whole_clip_specs(1) if s.get("tempo") == "fast" or s.get("event")][:14]
+    gt = LongMotionClips(frames=80, fps=16, split="all").render_specs(specs, torch.Generator().manual_seed(0))
+    f = whole_clip_figures(gt, specs, gt)  # the readers are right on the ground truth
+    assert f["period_error"] < 0.02 and f["aliased_clips"] == 0 and f["jump_rate"] == 0
+    assert f["identity_acc"] == 1.0 and f["direction_acc"] == 1.0 and f["speed_cv"] < 0.05
+    # keyframes at 4 fps held for 4 frames each (a cascade that fills nothing in): fast motion is aliased
+    held = gt[:, :, torch.arange(80) // 4 * 4]
+    h = whole_clip_figures(held, specs, gt)
+    assert h["period_error_by_tempo"]["fast"] > 0.5
+    orbits = [s for s in specs if s.get("motion") == "orbits"]
+    assert orbits and h["aliased_clips"] >= len(orbits)  # a fast orbit seen through keyframes turns backwards
+
+
+def test_cascade_keeps_its_keyframes_and_the_whole_clip_section_runs(tmp_path):
+    runs = tmp_path / "runs"
+    tiny = {"preset": "tiny", "batch_size": 2, "threads": 1, "seed": 0, "checkpoint_minutes": 1000,
+            "data": {"long_motion": 0.5}}
+    Trainer({**tiny, "stage": "t2i"}, out=runs / "t2i", max_steps=1, quiet=True).run()
+    Trainer({**tiny, "stage": "conditioning", "init": str(runs / "t2i" / "model.safetensors"),
+             "tasks": {"text": 1.0}}, out=runs / "base", max_steps=1, quiet=True).run()
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in (BASE, LONG80, CASCADE_KEYFRAMES, CASCADE_TSR, WINDOWS16):  # the tiny base in every role
+        shutil.copy(runs / "base" / "model.safetensors", models / name)
+    b = load_model(models / BASE)
+    prompt = "a red circle orbits fast on black"
+    v = generate_cascade(b, b, prompt, 16, stride=4, steps=2, seed=3)  # the tiny base's window: 8 frames
+    keys = generate(b, prompt, num_frames=4, steps=2, seed=3)
+    assert v.shape == (1, 3, 16, 16, 16) and torch.equal(v[:, :, ::4], keys)
+    res = evaluate(models, quick=True, sections=("whole_clip",), threads=1, log=lambda m: None)
+    wc = res["whole_clip"]
+    assert wc["ground_truth"]["aliased_clips"] == 0
+    for m in ("stunet80", "cascade", "multidiffusion", "extension"):
+        assert wc[m]["clips"] == 4 and 0 <= wc[m]["jump_rate"] <= 1 and wc[m]["gflops_per_clip"] > 0
+    assert wc["cascade"]["gflops_per_clip"] > wc["stunet80"]["gflops_per_clip"]  # 20 keyframes + 80 TSR frames
+    assert "whole_clip_period_error" in res["summary"] and "whole_clip_jump_rate" in res["met"]
