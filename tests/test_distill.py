@@ -153,7 +153,7 @@ def test_distill_errors(tmp_path, teachers):
 
 def test_distillation_moves_the_student_toward_the_teacher(tmp_path, teachers):
     """The student at 2 steps (cfg 1) against the teacher's 8-step guided DDIM from the same noise on fixed clips:
-    40 steps of distillation raise the PSNR between them by more than 2 dB (measured: 18.7 -> ~23 dB)."""
+    40 steps of distillation raise the PSNR between them by more than 2 dB (measured: 18.7 -> 22.4 dB, 21 s)."""
     tr = Trainer(distill_spec(teachers["base"], batch_size=4, bf16=False, ema=0.9, warmup=5, log_every=10,
                               tasks={"text": 1, "inpaint": 1}), out=tmp_path, max_steps=40, quiet=True)
     before = tr.stage.distill_probe(clips=4)
