@@ -5,8 +5,8 @@
 #
 # Each run writes runs/gpu/NAME/ (its config's `out` should be that folder) and logs to runs/gpu/NAME.log; the
 # CPU threads are shared out evenly. At the end the exported models, loss/probe logs and logs are packed into
-# BUNDLE_DIR (default runs/gpu/bundle) as one tar split into 15 MiB pieces (`cat gpu.tar.* | tar -x` unpacks it
-# in the repository root). Runs that fail do not stop the others; their exit codes are in runs/gpu/rc.txt.
+# BUNDLE_DIR (default runs/gpu/bundle) as one tar split into 15 MiB pieces: `cat gpu.tar.* | tar -x` in the
+# repository root, then `python scripts/pack_weights.py unpack runs/gpu/NAME/model.xzw` for each model. Runs that fail do not stop the others; their exit codes are in runs/gpu/rc.txt.
 set -u
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-7}
@@ -39,9 +39,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memo
 files=(runs/gpu/rc.txt)
 for name in "${names[@]}"; do
   tail -c 2000 "runs/gpu/$name.log" | tr '\r' '\n' | grep -v '^\s*$' | tail -3 | sed "s/^/[$name] /"
-  for f in "runs/gpu/$name.log" "runs/gpu/$name/train.jsonl" "runs/gpu/$name/model.safetensors"; do
-    [[ -f $f ]] && files+=("$f")
-  done
+  for f in "runs/gpu/$name.log" "runs/gpu/$name/train.jsonl"; do [[ -f $f ]] && files+=("$f"); done
 done
+for name in "${names[@]}"; do  # the models, half-precision weights packed ~15 % smaller (bit-exact)
+  [[ -f runs/gpu/$name/model.safetensors ]] && \
+    $PY scripts/pack_weights.py pack "runs/gpu/$name/model.xzw" "runs/gpu/$name/model.safetensors" &
+done
+wait
+for name in "${names[@]}"; do [[ -f runs/gpu/$name/model.xzw ]] && files+=("runs/gpu/$name/model.xzw"); done
 tar -cf - "${files[@]}" | split -b 15m -d - "$BUNDLE_DIR/gpu.tar."
 ls -la "$BUNDLE_DIR"
