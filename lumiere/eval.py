@@ -974,8 +974,8 @@ def event_reading(video: torch.Tensor, spec: dict) -> dict:
     if spec["event"] == "crosses":
         s = torch.tensor(speeds)
         res["direction_ok"] = bool(slope(pos) * (t - 1) >= 1.0)
-        res["speed_cv"] = round(float(s.std() / s.mean().abs().clamp(min=1e-6)), 3) if not s.isnan().any() \
-            else float("nan")
+        res["speed_cv"] = round(min(1.0, float(s.std() / s.mean().abs().clamp(min=1e-6))), 3) \
+            if not s.isnan().any() else float("nan")
     else:
         half = t // 2
         res["direction_ok"] = bool(slope(pos[:half]) * (half - 1) >= 1.0 and slope(pos[half:]) * (half - 1) <= -1.0)
@@ -1004,7 +1004,9 @@ def whole_clip_specs(n_per_combo: int) -> list[dict]:
 
 def whole_clip_figures(videos: torch.Tensor, specs: list[dict], gt: torch.Tensor) -> dict:
     """The figures of one method's clips (b, 3, t, h, w) against the ground truth's paths (jumps: per clip, more
-    than JUMP_SPEED_FACTOR x the ground truth's fastest move, at least 2 px at 32, or a vanished / split object)."""
+    than JUMP_SPEED_FACTOR x the ground truth's fastest move, at least 2 px at 32, or a vanished / split object).
+    Period error |P - P_prompt| / P_prompt and speed CV are capped at 1 per clip (1: unreadable), so that one
+    wild reading does not make the mean."""
     k = videos.shape[-1] / 32
     per, ev, jmp, ident = [], [], [], []
     for v, s, g in zip(videos, specs, gt):
@@ -1013,7 +1015,7 @@ def whole_clip_figures(videos: torch.Tensor, specs: list[dict], gt: torch.Tensor
         if "tempo" in s:
             r = periodic_reading(v, s["motion"])
             want = PERIOD_SECONDS[s["tempo"]] * WHOLE_CLIP_FPS
-            r["period_error"] = abs(r["period"] - want) / want if not math.isnan(r["period"]) else 1.0
+            r["period_error"] = min(1.0, abs(r["period"] - want) / want) if not math.isnan(r["period"]) else 1.0
             r["aliased"] = bool(r["frozen"] or (s["motion"] == "orbits" and r["sign"] < 0))
             per.append((s, r))
         else:
