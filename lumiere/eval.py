@@ -458,7 +458,8 @@ REFERENCES: tuple[Figure, ...] = (
       for m in ("cascade", "multidiffusion", "extension", "ground_truth")
       for fig in ("period_error", "aliased_clips", "jump_rate", "identity_acc", "direction_acc", "speed_cv")),
     *(Figure(f"whole_clip_{fig}_{m}", f"whole_clip.{m}.{fig}")
-      for m in ("stunet80", "cascade", "multidiffusion", "extension") for fig in ("gflops_per_clip", "seconds_per_clip")),
+      for m in ("stunet80", "cascade", "multidiffusion", "extension")
+      for fig in ("gflops_per_clip", "seconds_per_clip")),
     Figure("whole_clip_speed_cv", "whole_clip.stunet80.speed_cv"),
 )
 

@@ -29,8 +29,8 @@ class DataSpec:
     camera: float = _key(0.0, "the fraction of clips that are camera motion over still images (`lumiere.data.camera`: "
                               "pans and zooms, \"the camera pans left\"); their words join the text encoder's "
                               "vocabulary")
-    long_motion: float = _key(0.0, "the fraction of clips of motion that needs the whole clip (`lumiere.data.longmotion`: "
-                                   "swings / bobs / orbits / bounces at a fast / medium / slow tempo = a period of "
+    long_motion: float = _key(0.0, "the fraction of clips of motion that needs the whole clip "
+                                   "(`lumiere.data.longmotion`: swings / bobs / orbits / bounces at a fast / medium / slow tempo = a period of "
                                    "6 / 12 / 20 frames at 16 fps, and crossings / rebounds spanning the whole "
                                    "motion); their words join the text encoder's vocabulary")
     long_seconds: float = _key(5.0, "long_motion: the length of the whole motion in seconds; a shorter clip is a "
