@@ -20,6 +20,8 @@ SEARCH_ALIASES: dict[str, tuple[str, ...]] = {
     "LumiereEmptyVideo": ("empty video latent", "empty latent video"),
     "LumiereFramesToLatent": ("video to video", "vid2vid", "images to latent"),
     "LumiereLatentToFrames": ("latent to images", "decode video"),
+    "LumiereTrainLoRA": ("train lora", "motion lora", "lora training", "fine-tune video"),
+    "LumiereLoadClipFolder": ("video dataset", "training clips", "load clips", "captioned videos"),
 }
 SCHEMA_TAKES_ALIASES = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
 

@@ -6,7 +6,9 @@ The graphs are written here in the API format, then turned into UI workflows by 
 (app.loadApiJson + graph.serialize in headless Chromium), so widget order and links are exactly what ComfyUI
 expects. Run after scripts/setup_comfy.sh --browser:
 
-    .comfy/venv/bin/python scripts/make_workflows.py
+    .comfy/venv/bin/python scripts/make_workflows.py [NAME ...]
+
+NAME: only these workflows (file stems); default all.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from comfy_harness import ComfyServer  # noqa: E402
 from lumiere.data.procedural import ProceduralClips  # noqa: E402
+from lumiere.lora import TRAIN_LOOKS, diagonal_clips  # noqa: E402
 from lumiere.pipeline import SSR_DENOISE  # noqa: E402
 
 WORKFLOWS = ROOT / "workflows"
@@ -33,10 +36,14 @@ INPUTS = WORKFLOWS / "inputs"
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
 STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
 LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion: the second keyframe
+# a folder of a user's clips for motion_lora: six shapes moving on the down-right diagonal (a motion the demo base
+# does not make), each an animated WebP with its caption ("... moving right ...") in a .txt of the same name
+MOTION_CLIPS = "lumiere_example_motion_clips"
 # the external-text-encoder route needs the user's files (none ship): a Lumiere checkpoint trained on a core text
 # encoder's embeddings (scripts/embed_captions.py), and that encoder; its thumbnail is a card, not a render
 EXTERNAL, TEXT_ENCODER = "lumiere_external_base.safetensors", "clip_l.safetensors"
 NEEDS_USER_MODELS = ("external_text_encoder",)
+MOTION_LORA_STEPS = 150  # the bundled LoRA training: about 2-3 minutes on a CPU (scripts/motion_lora.py measures it)
 # The pack copies the example inputs into ComfyUI's input folder at start-up (where absent): plain names, as the
 # front-end lists them in Load Image / Load Video.
 IN_TEMP = ""
@@ -67,6 +74,7 @@ def write_inputs() -> None:
     mask[8:24, 8:24] = 255  # white = the area to regenerate / animate
     if not (INPUTS / MASK).exists():
         Image.fromarray(mask).convert("RGB").save(INPUTS / MASK)
+    write_motion_clips(to_uint8)
     if (INPUTS / CLIP).exists():
         return
     with av.open(str(INPUTS / CLIP), "w") as out:
@@ -76,6 +84,21 @@ def write_inputs() -> None:
         for t in range(clip.shape[2]):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(to_uint8(clip[0, :, t]), format="rgb24")))
         out.mux(stream.encode())
+
+
+def write_motion_clips(to_uint8) -> None:
+    """motion_lora's training clips (`lumiere.lora.diagonal_clips`, seed 0) as lossless 8 fps WebPs + captions."""
+    from PIL import Image
+    folder = INPUTS / MOTION_CLIPS
+    if folder.exists():
+        return
+    folder.mkdir(parents=True)
+    video, captions = diagonal_clips(TRAIN_LOOKS, torch.Generator().manual_seed(0))
+    for i, (clip, text) in enumerate(zip(video, captions)):
+        frames = [Image.fromarray(to_uint8(clip[:, t])) for t in range(clip.shape[1])]
+        frames[0].save(folder / f"clip_{i:02d}.webp", save_all=True, append_images=frames[1:], duration=125, loop=0,
+                       lossless=True, quality=100, method=6)
+        (folder / f"clip_{i:02d}.txt").write_text(text + "\n")
 
 
 # ---- graphs (API format) ------------------------------------------------------------------------------------------
@@ -195,7 +218,22 @@ def graphs() -> dict[str, dict]:
                           clip_name=TEXT_ENCODER, type="stable_diffusion")
     for k in ("2", "3"):  # the negative "" is the encoder's empty prompt: the model's unconditional context
         external[k]["inputs"]["clip"] = ["30", 0]
+    # a motion LoRA trained on a folder of clips of a diagonal path, saved (output/loras), applied and sampled on a
+    # prompt whose colour, shape and background it never saw
+    motion_lora = base_graph("a cyan square moving right on white", "motion_lora", model_out=("44", 0))
+    motion_lora.update({
+        "40": node("LumiereLoadClipFolder", "Your clips (each video with a .txt caption)", folder=MOTION_CLIPS,
+                   clip=["1", 1], frames=["1", 2], width=["1", 3], height=["1", 4], fps=["1", 5]),
+        "41": node("LumiereTrainLoRA", model=["1", 0], clips=["40", 0], positive=["40", 1], steps=MOTION_LORA_STEPS,
+                   learning_rate=0.003, rank=8, layers="temporal", batch_size=2, seed=0),
+        "42": node("SaveLoRA", "Save LoRA Weights (output/loras; listed by Load LoRA after a refresh)",
+                   lora=["41", 0], prefix="loras/lumiere_motion_lora", steps=["41", 2]),
+        "43": node("LossGraphNode", loss=["41", 1], filename_prefix="lumiere_motion_lora_loss"),
+        "44": node("LoraModelLoader", "Apply the LoRA (strength 0 = the base model)", model=["1", 0], lora=["41", 0],
+                   strength_model=1.0),
+    })
     return {
+        "motion_lora": motion_lora,
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,
         "image_to_video": conditioned("a red circle moving right on gray", "image_to_video", "image_to_video",
@@ -230,12 +268,18 @@ def write_cards() -> None:
         img.save(WORKFLOWS / f"{name}.jpg", quality=90)
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """names: only these workflows (default all)."""
     write_inputs()
     write_cards()
+    unknown = set(names) - set(graphs())
+    if unknown:
+        sys.exit(f"no such workflow: {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as tmp, ComfyServer() as server:
         files = []
         for name, g in graphs().items():
+            if names and name not in names:
+                continue
             files.append(Path(tmp) / f"{name}.json")
             files[-1].write_text(json.dumps(g, indent=1))
         out = subprocess.run(["node", str(ROOT / "tests/browser/comfy_page.mjs"), "api-to-ui", "--url", server.url,
@@ -247,4 +291,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -18,10 +18,11 @@ from lumiere.checkpoint import read_config
 from ws import WsListener
 
 NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSSRUpscale", "LumiereStylize",
-            "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames"]
+            "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames", "LumiereLoadClipFolder",
+            "LumiereTrainLoRA"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
            "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel",
-           "external_text_encoder"]
+           "external_text_encoder", "motion_lora"]
 
 
 def model_file(server, name: str):
@@ -101,6 +102,7 @@ def test_in_the_tested_range_and_example_inputs_offered(comfy_server, object_inf
     assert {"lumiere_example_still.png", "lumiere_example_last.png"} <= set(options("LoadImage", "image"))
     assert "lumiere_example_mask.png" in options("LoadImageMask", "image")
     assert "lumiere_example_clip.mp4" in options("LoadVideo", "file")
+    assert "lumiere_example_motion_clips" in options("LumiereLoadClipFolder", "folder")  # a folder of clips
 
 
 def test_model_folder_lists_safetensors_only(comfy_server, object_info):
