@@ -5,13 +5,19 @@ shipped demo base -- a diagonal motion the base does not make, learned from six 
 prompts."""
 from __future__ import annotations
 
+import json
 import shutil
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageSequence
 
-from motion_lora import measure  # scripts/ (on the path: tests/comfy/comfy_fixtures.py)
+from comfy_harness import http  # scripts/ (on the path: tests/comfy/comfy_fixtures.py)
+from motion_lora import measure
+from ws import WsListener
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_BASE = ROOT / "models" / "lumiere" / "lumiere_demo_base.safetensors"
@@ -243,3 +249,79 @@ def test_motion_lora_teaches_a_motion_the_base_does_not_make(pack):
     assert res["strength_0_equals_base_bitwise"]
     assert base["on_axis_rate"] >= 0.75 and base["on_target_rate"] == 0.0
     assert lora["on_target_rate"] >= 0.75 and lora["across_over_along"] > 0.5
+
+
+# ---- over HTTP, on a real server with the bundled workflow ----------------------------------------------------
+
+def lora_prompt(api_workflows, steps: int, prefix: str) -> dict:
+    """The bundled motion_lora workflow (API format) training `steps` steps, its files under `prefix`."""
+    p = json.loads(json.dumps(api_workflows["motion_lora"]))
+    train_id = next(k for k, v in p.items() if v["class_type"] == "LumiereTrainLoRA")
+    p[train_id]["inputs"]["steps"] = steps
+    for node in p.values():
+        if node["class_type"] == "SaveLoRA":
+            node["inputs"]["prefix"] = f"loras/{prefix}"
+        elif "filename_prefix" in node["inputs"]:
+            node["inputs"]["filename_prefix"] = f"test/{prefix}"
+    return p
+
+
+def sampled_frames(server, prompt: dict, prefix: str) -> np.ndarray:
+    """Runs the prompt, with the frames that reach Create Video also saved losslessly, and reads them back."""
+    p = json.loads(json.dumps(prompt))
+    create = next(n for n in p.values() if n["class_type"] == "CreateVideo")
+    p["lossless"] = {"class_type": "SaveAnimatedWEBP", "inputs": {
+        "images": create["inputs"]["images"], "filename_prefix": f"test/{prefix}_frames", "fps": 8.0,
+        "lossless": True, "quality": 100, "method": "default"}}
+    webp = next(f for f in server.output_files(server.run(p, timeout=1800)) if f.suffix == ".webp")
+    with Image.open(webp) as im:
+        return np.stack([np.array(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+
+
+def test_saved_lora_loads_with_lora_loader_model_only_over_http(comfy_server, api_workflows):
+    """The workflow trains and saves a LoRA (output/loras); the server then lists it in LoraLoaderModelOnly, which
+    gives the same clip as the workflow's in-graph Load LoRA Model; at strength 0 the clip is the base model's."""
+    prefix = f"test_http_lora_{uuid.uuid4().hex[:8]}"
+    p = lora_prompt(api_workflows, 10, prefix)
+    in_graph = sampled_frames(comfy_server, p, prefix + "_graph")
+    names = comfy_server.object_info()["LoraLoaderModelOnly"]["input"]["required"]["lora_name"][0]
+    name = next(n for n in names if n.startswith(f"{prefix}_10_steps_"))
+    apply_id = next(k for k, v in p.items() if v["class_type"] == "LoraModelLoader")
+    for k in [k for k, v in p.items() if v["class_type"] in ("LumiereLoadClipFolder", "LumiereTrainLoRA", "SaveLoRA",
+                                                            "LossGraphNode")]:
+        del p[k]
+    loader_id = next(k for k, v in p.items() if v["class_type"] == "LumiereLoader")
+    p[apply_id] = {"class_type": "LoraLoaderModelOnly",
+                   "inputs": {"model": [loader_id, 0], "lora_name": name, "strength_model": 1.0}}
+    assert np.array_equal(sampled_frames(comfy_server, p, prefix + "_file"), in_graph)
+    p[apply_id]["inputs"]["strength_model"] = 0.0
+    zero = sampled_frames(comfy_server, p, prefix + "_zero")
+    sampler = next(v for v in p.values() if v["class_type"] == "LumiereSampler")
+    sampler["inputs"]["model"] = [loader_id, 0]
+    del p[apply_id]
+    assert np.array_equal(sampled_frames(comfy_server, p, prefix + "_base"), zero)
+    assert not np.array_equal(zero, in_graph)
+
+
+def test_training_progress_and_cancel_over_http(comfy_server, api_workflows):
+    """The trainer reports progress every step over the websocket, and the UI's Cancel (POST /interrupt) stops it
+    within a step; the server serves the next prompt."""
+    pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
+    p = lora_prompt(api_workflows, 1000, f"test_cancel_{uuid.uuid4().hex[:8]}")
+    train_id = next(k for k, v in p.items() if v["class_type"] == "LumiereTrainLoRA")
+    client = uuid.uuid4().hex
+    ws = WsListener(comfy_server.url, client).start()
+    try:
+        status, body = comfy_server.queue(p, client_id=client)
+        assert status == 200, body
+        ws.wait_for(lambda m: m.get("type") == "progress" and m["data"]["node"] == train_id
+                    and m["data"]["value"] >= 3, timeout=600)
+        assert http(comfy_server.url + "/interrupt", {})[0] == 200
+        entry = comfy_server.wait(body["prompt_id"], timeout=120)
+    finally:
+        ws.stop()
+    kinds = [k for k, _ in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    progress = [d for d in ws.of_type("progress") if d["node"] == train_id]
+    assert [d["value"] for d in progress[:3]] == [1, 2, 3] and all(d["max"] == 1000 for d in progress)
+    assert max(d["value"] for d in progress) < 1000
