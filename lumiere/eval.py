@@ -551,6 +551,7 @@ class EvalRun:
     videos: dict = field(default_factory=dict)  # sections' outputs other sections reuse
     photos: Path | None = None  # the camera section's held-out photos
     real: Path | None = None  # the photo section's real media (held-out split)
+    whole_clip_clips: tuple[int, int] | None = None  # the whole_clip section's (periodic, event) clips; None: all
 
     @property
     def frames(self) -> int:
@@ -992,15 +993,35 @@ def identity_kept(video: torch.Tensor, spec: dict) -> bool:
                for a in (analyse(video[:, :q]), analyse(video[:, -q:])))
 
 
-def whole_clip_specs(n_per_combo: int) -> list[dict]:
-    """The held-out prompts of both families (`lumiere.data.longmotion`), backgrounds black / gray."""
-    out = []
+def balanced_subset(specs: list[dict], n: int, keys: tuple[str, ...]) -> list[dict]:
+    """n of `specs`, picked one at a time as the first whose values of `keys` have been picked least so far
+    (the sum of their counts), so that every prefix spreads over each key's values as evenly as it can."""
+    left, out, counts = list(specs), [], {}
+    for _ in range(min(n, len(left))):
+        best = min(left, key=lambda s: sum(counts.get((k, s[k]), 0) for k in keys))  # first of the least used
+        left.remove(best)
+        out.append(best)
+        for k in keys:
+            counts[(k, best[k])] = counts.get((k, best[k]), 0) + 1
+    return out
+
+
+def whole_clip_specs(n_per_combo: int, periodic: int | None = None, events: int | None = None) -> list[dict]:
+    """The held-out prompts of both families (`lumiere.data.longmotion`), backgrounds black / gray. `periodic`,
+    `events`: that many of each family instead (a quicker, balanced run: motions and tempos, events and
+    directions spread evenly by `balanced_subset`); None: all of them (24 + 16 per combo)."""
+    per, ev = [], []
     for k in range(n_per_combo):
         for i, (c, s, m, tempo) in enumerate(heldout_periodic()):
-            out.append(dict(colour=c, shape=s, motion=m, tempo=tempo, background=BG_NAMES[(i + k) % 2]))
+            per.append(dict(colour=c, shape=s, motion=m, tempo=tempo, background=BG_NAMES[(i + k) % 2]))
         for i, (c, s, e, d) in enumerate(heldout_events()):
-            out.append(dict(colour=c, shape=s, event=e, direction=d, background=BG_NAMES[(i + k + 1) % 2]))
-    return out
+            ev.append(dict(colour=c, shape=s, event=e, direction=d, background=BG_NAMES[(i + k + 1) % 2]))
+    if periodic is None and events is None:  # the full set, in its order
+        n_p, n_e = len(heldout_periodic()), len(heldout_events())
+        return [x for k in range(n_per_combo) for x in per[k * n_p:(k + 1) * n_p] + ev[k * n_e:(k + 1) * n_e]]
+    per = per if periodic is None else balanced_subset(per, periodic, ("motion", "tempo"))
+    ev = ev if events is None else balanced_subset(ev, events, ("event", "direction"))
+    return per + ev
 
 
 def whole_clip_figures(videos: torch.Tensor, specs: list[dict], gt: torch.Tensor) -> dict:
@@ -1053,8 +1074,8 @@ def whole_clip_section(run: EvalRun) -> dict:
     windows_file = WINDOWS16 if (run.models / WINDOWS16).exists() else BASE
     m["windows"] = load_model(run.models / windows_file, run.device) if windows_file != BASE else run.base
     T, S = WHOLE_CLIP_FRAMES, m["stunet80"].config.resolution
-    specs = whole_clip_specs(1)
-    specs = specs[:2] + specs[len(heldout_periodic()):][:2] if run.quick else specs
+    specs = whole_clip_specs(1, *(run.whole_clip_clips or (None, None)))
+    specs = specs[:2] + specs[len(heldout_periodic()):][:2] if run.quick and not run.whole_clip_clips else specs
     prompts = [long_caption(s) for s in specs]
     data = LongMotionClips(size=S, frames=T, fps=WHOLE_CLIP_FPS, split="all")
     gt = data.render_specs(specs, torch.Generator().manual_seed(run.seed), T, S)
@@ -1098,7 +1119,8 @@ SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "ca
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
              log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu",
-             photos: str | Path | None = DEFAULT_PHOTOS, real: str | Path | None = DEFAULT_REAL) -> dict:
+             photos: str | Path | None = DEFAULT_PHOTOS, real: str | Path | None = DEFAULT_REAL,
+             whole_clip_clips: tuple[int, int] | None = None) -> dict:
     """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
     faster on CPU) on `device` (the models are moved there; measurements are made on CPU copies)."""
     unknown = [x for x in sections if x not in SECTIONS]
@@ -1107,14 +1129,14 @@ def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int
     set_threads(threads)
     device = resolve_device(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos, real)
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos, real, whole_clip_clips)
     res["settings"]["device"] = str(device)
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
 def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device,
-              photos, real=None) -> dict:
+              photos, real=None, whole_clip_clips=None) -> dict:
     models = Path(models)
     t_start = time.time()
     base = load_model(models / BASE, device)
@@ -1125,7 +1147,8 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
     prompts = [caption(**s) for s in specs]
     run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
                   steps=4 if quick else 20, device=device, photos=Path(photos) if photos else None,
-                  real=Path(real) if real else None)
+                  real=Path(real) if real else None,
+                  whole_clip_clips=tuple(whole_clip_clips) if whole_clip_clips else None)
     res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
     res["settings"] = {"clips": len(specs), "frames": T, "size": S, "sampler": "ddim", "steps": run.steps,
                        "cfg": run.cfg, "held_out_combos": [list(c) for c in heldout_combos()],
@@ -1200,6 +1223,9 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="the camera section's held-out photos (scripts/fetch_photos.py; missing: textures)")
     parser.add_argument("--real", default=str(DEFAULT_REAL),
                         help="the photo section's real media (scripts/fetch_media.py; its held-out split is used)")
+    parser.add_argument("--whole-clip-clips", type=int, nargs=2, metavar=("PERIODIC", "EVENTS"), default=None,
+                        help="whole_clip: that many held-out periodic and event prompts, spread evenly over motions, "
+                             "tempos, events and directions (default: all 24 + 16)")
     add_threads_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -1209,7 +1235,7 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def eval_command(args: argparse.Namespace) -> int:
     res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
                    bf16=not args.fp32, sections=args.sections, device=args.device, photos=args.photos,
-                   real=args.real,
+                   real=args.real, whole_clip_clips=args.whole_clip_clips,
                    log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:

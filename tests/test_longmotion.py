@@ -165,3 +165,15 @@ def test_cascade_keeps_its_keyframes_and_the_whole_clip_section_runs(tmp_path):
         assert wc[m]["clips"] == 4 and 0 <= wc[m]["jump_rate"] <= 1 and wc[m]["gflops_per_clip"] > 0
     assert wc["cascade"]["gflops_per_clip"] > wc["stunet80"]["gflops_per_clip"]  # 20 keyframes + 80 TSR frames
     assert "whole_clip_period_error" in res["summary"] and "whole_clip_jump_rate" in res["met"]
+
+
+def test_whole_clip_subset_is_balanced_and_the_default_is_the_full_set():
+    full = whole_clip_specs(1)
+    assert len(full) == len(heldout_periodic()) + len(heldout_events())
+    sub = whole_clip_specs(1, 6, 2)  # the eval's --whole-clip-clips 6 2
+    per, ev = [s for s in sub if "tempo" in s], [s for s in sub if "event" in s]
+    assert len(per) == 6 and len(ev) == 2 and all(s in full for s in sub)
+    assert sorted(s["tempo"] for s in per) == sorted(TEMPOS * 2)  # each tempo twice
+    assert set(s["motion"] for s in per) == set(PERIODIC_MOTIONS)  # every motion
+    assert set(s["event"] for s in ev) == set(EVENTS) and len(set(s["direction"] for s in ev)) == 2
+    assert whole_clip_specs(1, 24, 16) and sorted(map(str, whole_clip_specs(1, 24, 16))) == sorted(map(str, full))
