@@ -304,7 +304,7 @@ def test_saved_lora_loads_with_lora_loader_model_only_over_http(comfy_server, ap
 
 
 def test_training_progress_and_cancel_over_http(comfy_server, api_workflows):
-    """The trainer reports progress every step over the websocket, and the UI's Cancel (POST /interrupt) stops it
+    """The trainer reports its progress over the websocket, and the UI's Cancel (POST /interrupt) stops it
     within a step; the server serves the next prompt."""
     pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
     p = lora_prompt(api_workflows, 1000, f"test_cancel_{uuid.uuid4().hex[:8]}")
@@ -323,5 +323,6 @@ def test_training_progress_and_cancel_over_http(comfy_server, api_workflows):
     kinds = [k for k, _ in entry["status"]["messages"]]
     assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
     progress = [d for d in ws.of_type("progress") if d["node"] == train_id]
-    assert [d["value"] for d in progress[:3]] == [1, 2, 3] and all(d["max"] == 1000 for d in progress)
-    assert max(d["value"] for d in progress) < 1000
+    values = [d["value"] for d in progress]  # every step on 0.3.75; 0.33.0 sends fewer (it throttles them)
+    assert values == sorted(values) and values[0] >= 1 and all(d["max"] == 1000 for d in progress)
+    assert values[-1] < 1000
