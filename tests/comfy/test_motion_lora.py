@@ -159,6 +159,25 @@ def test_all_layers_and_one_prompt_for_every_clip(n, tiny):
     assert any(k.startswith("diffusion_model.net.unet.") for k in lora)
 
 
+def test_one_loaded_video_and_one_prompt(n, tiny):
+    """The other route in: one video's IMAGE frames -> Lumiere Frames to Latent -> clips, one CLIP Text Encode."""
+    model, clip = tiny
+    cfg = model.model.lumiere_config
+    frames = torch.rand(cfg.num_frames, cfg.resolution, cfg.resolution, 3, generator=torch.Generator().manual_seed(3))
+    clips = n.latent.LumiereFramesToLatent.execute(frames).args[0]
+    lora, loss_map, _ = train(n, model, clips, encode(clip, "a green triangle moving down on white"), steps=2)
+    assert len(loss_map["loss"]) == 2 and lora
+
+
+@pytest.mark.parametrize("weight_dtype", ["bf16", "fp8_e4m3fn"])
+def test_trains_on_low_precision_weights(n, weight_dtype):
+    """A MODEL loaded in bf16 or fp8 trains too (the LoRA itself is fp32; the layers cast as they do for sampling)."""
+    model, clip = n.loader.LumiereLoader.execute("tiny_base.safetensors", weight_dtype).args[:2]
+    lora, loss_map, _ = train(n, model, tiny_clips(model), encode(clip, "a red circle"), steps=2)
+    assert all(v.dtype == torch.float32 for v in lora.values())
+    assert all(np.isfinite(loss_map["loss"]))
+
+
 def test_training_is_seeded(n, tiny):
     model, clip = tiny
     clips, positive = tiny_clips(model), encode(clip, "a red circle moving right on black")
