@@ -446,6 +446,8 @@ REFERENCES: tuple[Figure, ...] = (
     Figure("camera_still_frame_psnr", "camera.replaced.still_frame_psnr"),
     Figure("camera_direction_acc_ground_truth", "camera.ground_truth.direction_acc"),
     Figure("photo_camera_direction_acc_replaced", "photo.camera.replaced.direction_acc"),
+    Figure("photo_camera_direction_acc_from_image", "photo.camera.from_image.direction_acc"),
+    Figure("photo_camera_continuation_gain_db_from_image", "photo.camera.from_image.continuation_gain_db"),
     Figure("photo_camera_continuation_psnr", "photo.camera.model.continuation_psnr"),
     Figure("photo_camera_still_frame_psnr", "photo.camera.model.still_frame_psnr"),
     Figure("photo_camera_direction_acc_ground_truth", "photo.camera.ground_truth.direction_acc"),
@@ -527,6 +529,7 @@ def run_batches(fn, items: list, batch: int) -> list:
 # clips per figure (full run / --quick)
 CONDITIONING_CLIPS, SSR_CLIPS, STYLE_CLIPS, FRAME_TASK_CLIPS = 12, 8, 12, 8
 PHOTO_CAMERA_SOURCES, PHOTO_CLIPS = 16, 12  # held-out stills (x 6 camera motions), held-out real clips
+PHOTO_I2V_STRENGTH = 0.9  # image-to-video "from_image": SDEdit from the photo held still, as the photo workflow does
 LONG_FRAMES, MEMORY_FRAMES = 64, (64, 256)
 SSR_DENOISE_SWEEP = (1.0, 0.7, 0.5, 0.3)
 STYLE_ALPHAS, STYLE_ACCURACY_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0), (0.0, 0.5, 0.75)
@@ -647,7 +650,7 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     run.log(f"[eval] SSR: {n} clips")
     hi, lo = ssr_ground_truth(run.specs[:n], T, S, sc.scale, run.seed + 1)
     s_hi = S * sc.scale
-    steps = 4 if run.quick else 20
+    steps = sc.sampling.get("steps", 4 if run.quick else 20)  # a distilled SSR: the steps its checkpoint records
     win = sc.num_frames
 
     def up(denoise, clip=None):
@@ -873,8 +876,10 @@ def photo_section(run: EvalRun) -> dict:
     C, M = cond_lib.image_to_video(gt[:, :, 0], T)
     cam = {"clips": len(specs), "ground_truth": {k: v for k, v in camera_figures(gt, gt, specs).items()
                                                  if k in ("direction_acc", "still_frame_psnr")}}
-    for key, replace in (("model", False), ("replaced", True)):
-        v = run.gen_all(base, prompts, C=C, M=M, replace_known=replace)
+    still = gt[:, :, :1].expand_as(gt)  # the photo held for every frame: the start of "from_image"
+    for key, replace, init in (("model", False, None), ("replaced", True, None), ("from_image", True, still)):
+        kw = {} if init is None else {"init_video": init, "strength": PHOTO_I2V_STRENGTH}
+        v = run.gen_all(base, prompts, C=C, M=M, replace_known=replace, **kw)
         run.videos[f"photo_camera_{key}"] = v
         figs = {k: x for k, x in camera_figures(v, gt, specs).items() if k != "reads"}
         figs["continuation_gain_db"] = round(figs["continuation_psnr"] - figs["still_frame_psnr"], 2)
@@ -1114,13 +1119,14 @@ def whole_clip_section(run: EvalRun) -> dict:
 
 
 SECTIONS = ("text_to_video", "conditioning", "ssr", "stylization", "frames", "camera", "photo", "whole_clip",
-            "init_ablation")
+            "init_ablation", "distill")
 
 
 def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int = 0, threads: int | None = None,
              log=print, per_combo: int = 2, bf16: bool = True, sections=SECTIONS, device: str = "cpu",
              photos: str | Path | None = DEFAULT_PHOTOS, real: str | Path | None = DEFAULT_REAL,
-             whole_clip_clips: tuple[int, int] | None = None) -> dict:
+             whole_clip_clips: tuple[int, int] | None = None, student: str | Path | None = None,
+             ssr_student: str | Path | None = None) -> dict:
     """The figures of `sections` (default all), as a dict. Sampling runs under bf16 autocast by default (about 2x
     faster on CPU) on `device` (the models are moved there; measurements are made on CPU copies)."""
     unknown = [x for x in sections if x not in SECTIONS]
@@ -1129,14 +1135,15 @@ def evaluate(models: str | Path = DEFAULT_MODELS, quick: bool = False, seed: int
     set_threads(threads)
     device = resolve_device(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos, real, whole_clip_clips)
+        res = _evaluate(models, quick, seed, log, per_combo, set(sections), device, photos, real, whole_clip_clips,
+                        (student, ssr_student))
     res["settings"]["device"] = str(device)
     res["settings"]["bf16_autocast"] = bf16
     return res
 
 
 def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set, device: torch.device,
-              photos, real=None, whole_clip_clips=None) -> dict:
+              photos, real=None, whole_clip_clips=None, students=(None, None)) -> dict:
     models = Path(models)
     t_start = time.time()
     base = load_model(models / BASE, device)
@@ -1145,8 +1152,10 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
     if quick:
         specs = specs[:2]
     prompts = [caption(**s) for s in specs]
+    rec = base.config.sampling  # a distilled base is sampled as its checkpoint records (steps, cfg)
     run = EvalRun(models, quick, seed, log, base, specs, prompts, ground_truth(specs, T, S, seed),
-                  steps=4 if quick else 20, device=device, photos=Path(photos) if photos else None,
+                  steps=rec.get("steps", 4 if quick else 20), cfg=rec.get("cfg", 4.0), device=device,
+                  photos=Path(photos) if photos else None,
                   real=Path(real) if real else None,
                   whole_clip_clips=tuple(whole_clip_clips) if whole_clip_clips else None)
     res: dict = {"models": str(models), "quick": quick, "seed": seed, "targets": targets_table()}
@@ -1175,6 +1184,9 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
         res["photo"] = photo_section(run)
     if "whole_clip" in sections:
         res["whole_clip"] = whole_clip_section(run)
+    if "distill" in sections:
+        from .distill_eval import distill_section
+        res["distill"] = distill_section(run, *students)
     if "init_ablation" in sections:
         log("[eval] init ablation")
         res["init_ablation"] = init_ablation(base, steps=2 if quick else 20, batch=1 if quick else 2, seed=seed)
@@ -1226,6 +1238,10 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--whole-clip-clips", type=int, nargs=2, metavar=("PERIODIC", "EVENTS"), default=None,
                         help="whole_clip: that many held-out periodic and event prompts, spread evenly over motions, "
                              "tempos, events and directions (default: all 24 + 16)")
+    parser.add_argument("--student", default=None,
+                        help="distill: the distilled base (default: MODELS/lumiere_demo_base_4step.safetensors)")
+    parser.add_argument("--ssr-student", default=None,
+                        help="distill: the distilled SSR (default: MODELS/lumiere_demo_ssr_2step.safetensors)")
     add_threads_arg(parser)
     add_device_arg(parser)
     parser.add_argument("--out", default=None, help="also write the JSON to this file")
@@ -1235,8 +1251,8 @@ def add_eval_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def eval_command(args: argparse.Namespace) -> int:
     res = evaluate(args.models, quick=args.quick, seed=args.seed, threads=args.threads, per_combo=args.per_combo,
                    bf16=not args.fp32, sections=args.sections, device=args.device, photos=args.photos,
-                   real=args.real, whole_clip_clips=args.whole_clip_clips,
-                   log=(lambda m: print(m, file=sys.stderr, flush=True)))
+                   real=args.real, whole_clip_clips=args.whole_clip_clips, student=args.student,
+                   ssr_student=args.ssr_student, log=(lambda m: print(m, file=sys.stderr, flush=True)))
     text = json.dumps(res, indent=1)
     if args.out:
         Path(args.out).write_text(text)

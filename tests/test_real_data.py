@@ -181,9 +181,12 @@ def test_photo_eval_section_on_a_tiny_photo_model(media, tmp_path):
     res = evaluate(models, quick=True, sections=["photo"], real=media, log=lambda m: None)
     photo = res["photo"]
     assert photo["camera"]["clips"] == 2 and photo["camera"]["ground_truth"]["direction_acc"] == 1.0
+    # "from_image" starts from the photo held still (SDEdit), keeping frame 0 exact like "replaced"
+    assert photo["camera"]["from_image"]["frame0_psnr"] == photo["camera"]["replaced"]["frame0_psnr"] == 100.0
     assert photo["inpaint"]["known_exact"] is True and res["met"]["photo_inpaint_known_exact"] is True
     for name in ("photo_camera_direction_acc", "photo_camera_continuation_gain_db", "photo_inpaint_gain_over_telea_db",
-                 "photo_v2v_psnr_to_input", "photo_ssr_shapes_model_gain_db", "photo_ssr_bicubic_psnr"):
+                 "photo_v2v_psnr_to_input", "photo_ssr_shapes_model_gain_db", "photo_ssr_bicubic_psnr",
+                 "photo_camera_continuation_gain_db_from_image"):
         assert name in res["summary"], name
     assert "photo_ssr_gain_over_bicubic_db" not in res["summary"]  # no photo SSR in this folder: not measured
     # Telea fills a hole of a smooth ramp far better than grey does
