@@ -3,7 +3,7 @@
 - `precision`: "fp32" (weights and activations in fp32) or "bf16" (weights cast to bf16; inference only --
   training keeps fp32 master weights and uses bf16 autocast instead, see `lumiere.train.trainer`).
 - Memory layout: 4-D conv weights and activations in channels_last. oneDNN's convolutions run 1.5-2x faster
-  on it than on NCHW on CPU, and the temporal layers then see frames as free views (`models.temporal`).
+  on it than on NCHW on CPU, and the temporal layers then see frames as free views (`lumiere.kernels`).
 The networks cast their inputs to their own weights' dtype and return the caller's dtype, so a sampler
 working in fp32 can drive a bf16 network unchanged.
 - CPU threads: every command that computes takes `--threads` (default: half the cores, at least one). torch's

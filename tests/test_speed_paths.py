@@ -8,7 +8,9 @@ from einops import rearrange
 
 from lumiere.checkpoint import build_model
 from lumiere.configs import get_preset
-from lumiere.models.layers import Attention, attention, use_matmul_attention
+from lumiere import kernels
+from lumiere.kernels import attention, temporal_conv_reference, temporal_upsample_reference, use_matmul_attention
+from lumiere.models.layers import Attention
 from lumiere.models.temporal import (AttentionInflationBlock, ConvInflationBlock, TemporalDownsample,
                                      TemporalUpsample)
 from lumiere.compute import prepare_for_inference, to_compute_layout
@@ -16,9 +18,7 @@ from lumiere.compute import prepare_for_inference, to_compute_layout
 
 def conv_along_frames(conv, h, frames):
     """The reference: Conv1d (replicate padding) over each pixel's frames.  ((b t), c, H, W) -> same"""
-    H, W = h.shape[-2:]
-    x = rearrange(h, "(b t) c H W -> (b H W) c t", t=frames)
-    return rearrange(conv(x), "(b H W) c t -> (b t) c H W", H=H, W=W)
+    return temporal_conv_reference(h, conv.weight, conv.bias, frames)
 
 
 def randomize(module, seed=0):
@@ -27,11 +27,6 @@ def randomize(module, seed=0):
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return module
-
-
-def duplicate_frames(h, frames):
-    return rearrange(rearrange(h, "(b t) c H W -> b t c H W", t=frames).repeat_interleave(2, dim=1),
-                     "b t c H W -> (b t) c H W")
 
 
 @pytest.mark.parametrize("kernel", [1, 3, 5, 7])
@@ -48,7 +43,7 @@ def test_temporal_resampling_equals_conv1d_reference(kernel, channels_last, t):
     up = randomize(TemporalUpsample(c, kernel), 2)
     cases = [(down, lambda x: rearrange(rearrange(conv_along_frames(down.conv, x, t), "(b t) c H W -> b t c H W",
                                                   t=t)[:, ::2], "b t c H W -> (b t) c H W"))] if t % 2 == 0 else []
-    cases.append((up, lambda x: conv_along_frames(up.conv, duplicate_frames(x, t), 2 * t)))
+    cases.append((up, lambda x: temporal_upsample_reference(x, up.conv.weight, up.conv.bias, t)))
     for module, reference in cases:
         grads = []
         for fn in (lambda x: module(x, t), reference):
@@ -110,9 +105,8 @@ def test_matmul_attention_equals_sdpa():
 
 @pytest.mark.parametrize("kind", ["amx", "other"])
 def test_attention_kernel_is_chosen_as_documented(kind, monkeypatch):
-    """The rules written in lumiere.models.layers, for both kinds of CPU (this machine is one of them)."""
-    from lumiere.models import layers
-    monkeypatch.setattr(layers, "cpu_kind", lambda: kind)
+    """The rules written in lumiere.kernels, for both kinds of CPU (this machine is one of them)."""
+    monkeypatch.setattr(kernels, "cpu_kind", lambda: kind)
 
     def qk(l, m, dtype=torch.bfloat16, grad=False):
         return (torch.zeros(1, 1, l, 16, dtype=dtype, requires_grad=grad),
@@ -128,6 +122,52 @@ def test_attention_kernel_is_chosen_as_documented(kind, monkeypatch):
     assert not use_matmul_attention(*qk(4096, 4096, grad=True))  # long sequences never build the score matrix
     with torch.no_grad():
         assert not use_matmul_attention(*qk(4096, 4096))
+
+
+class Calls(torch.overrides.TorchFunctionMode):
+    """The torch functions called inside, with their arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_off_the_cpu_the_kernels_are_torchs_own(grad):
+    """Every CPU rule sits behind a CPU device check: on another device (meta here, the code path of CUDA and MPS)
+    GroupNorm gets torch's kernel on the bf16 channels_last activations as they come (no fp32 or NCHW copy), its
+    FiLM is not folded and attention is SDPA, where the CPU takes its measured paths for the same inputs."""
+    seen = {}
+    for device in ("cpu", "meta"):
+        x = torch.ones(4, 32, 8, 8, device=device, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        w, b, scale = (torch.ones(32, device=device, requires_grad=grad) for _ in range(3))
+        q = torch.ones(1, 2, 64, 16, device=device, dtype=torch.bfloat16, requires_grad=grad)
+        with Calls() as mode:
+            kernels.group_norm(x, 8, w, b, 1e-5)
+            kernels.group_norm_film(x, 8, w, b, 1e-5, scale[:, None, None], scale[:, None, None])
+            kernels.attention(q, q, q)
+        seen[device] = mode.calls
+        norms = [args[0] for func, args in mode.calls if func is F.group_norm]
+        funcs = {func for func, _ in mode.calls}
+        if device == "meta":
+            assert norms and all(a is x for a in norms)
+            assert torch.addcmul not in funcs and F.scaled_dot_product_attention in funcs
+        else:  # 8 x 8 frames: an fp32 copy without autograd, NCHW with it; a fold without autograd; matmul attention
+            assert norms and all(a is not x for a in norms)
+            assert (torch.addcmul in funcs) == (not grad)
+            assert (F.scaled_dot_product_attention in funcs) == (not grad and not use_matmul_attention(q, q))
+
+
+def test_attention_reference_is_sdpa():
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 3, 10, 8, generator=g) for _ in range(3))
+    bias = torch.randn(2, 1, 10, 10, generator=g)
+    torch.testing.assert_close(kernels.attention_reference(q, k, v, bias),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=bias), atol=1e-5, rtol=1e-5)
 
 
 def tiny_inputs(seed=0):

@@ -2,9 +2,9 @@
 
 A host passes its own (as ComfyUI's models take `operations=`): layers whose forward casts, moves or patches
 their weights when they run (ComfyUI's `comfy.ops`: low-precision storage with compute casts, offloading,
-LoRA through `weight_function`). The layers that compute with their weights directly rather than through a
-forward of their own (the fp32-statistics GroupNorm, the temporal convs) read them with `Ops.weights`, the
-host's path to the weights as a layer applies them to an input.
+LoRA through `weight_function`). The layers whose forward is the library's rather than the host's (the
+fp32-statistics GroupNorm, the temporal convs: their kernels are `lumiere.kernels`) read their weights with
+`Ops.weights`, the host's path to the weights as a layer applies them to an input.
 """
 from __future__ import annotations
 
