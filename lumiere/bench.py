@@ -14,8 +14,8 @@ every level runs at the full frame rate, with a temporal-attention module after 
 Both see the same input; forward time (median, no_grad) and peak tensor memory are measured side by side at
 each frame count, and the ratios are baseline / STUNet (> 1: STUNet is cheaper).
 
-Peak memory is the high-water mark of the bytes held by tensors that the forward allocates, from the CPU
-allocator events of torch.profiler (`profile_memory=True`); the weights are allocated before and not counted.
+Peak memory is the high-water mark of the bytes held by tensors that the forward allocates (`memory.peak_bytes`:
+the CPU allocator events of torch.profiler); the weights are allocated before and not counted.
 It is measured twice: under no_grad (inference), and with autograd on the temporal layers (what the temporal
 training stage holds at the end of its forward). Under no_grad the peak sits in the finest level, which runs
 at the full frame rate in both designs, so that ratio stays near 1; the saving shows in time and in training.
@@ -25,12 +25,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 import sys
 import time
-from contextlib import contextmanager
-from itertools import accumulate
+
+from .memory import peak_bytes, training_memory_estimate
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -318,31 +317,6 @@ def full_rate_inflation(unet, attn_layers: int, head_dim: int):
     return model
 
 
-@contextmanager
-def _quiet_stderr():
-    """Silence the profiler backend's start/stop lines, which it writes straight to file descriptor 2."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def peak_bytes(fn) -> int:
-    """High-water mark of tensor bytes allocated (net of frees) while `fn` runs."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = prof.profiler.kineto_results.events()
-    mem = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
-    return max(accumulate(n for _, n in mem), default=0)
-
-
 def measure(model, x, ts, ctx, repeats: int) -> dict:
     import torch
 
@@ -361,69 +335,6 @@ def measure(model, x, ts, ctx, repeats: int) -> dict:
     model.requires_grad_(False)
     return {"time_s": round(statistics.median(times), 4), "peak_mib": round(peak / 2 ** 20, 2),
             "train_peak_mib": round(train_peak / 2 ** 20, 2)}
-
-
-def training_memory_estimate(preset: str = "paper", frames: int | None = None, resolution: int | None = None,
-                             batch: int = 1) -> dict:
-    """Estimated memory of one bf16 training step of a STUNet at full size, computed on the meta device (nothing is
-    allocated, so the paper preset at 80 frames of 128 x 128 is fine on a laptop).
-
-    Activations = the bytes autograd saves for the backward pass (saved-tensor hooks; a tensor and its views
-    counted once). With activation checkpointing per block (`STUNet.activation_checkpointing`) a block keeps only
-    its inputs, and the backward recomputes one block at a time: the outside-block activations + every block's
-    input + the largest block's activations. Weights: the trainable ones fp32 + grads + AdamW's two moments,
-    frozen (T2I) ones bf16. Allocator overhead and workspace are not counted."""
-    import torch
-
-    from .configs import get_preset
-    from .checkpoint import build_model
-
-    cfg = get_preset(preset)
-    t, r = frames or cfg.num_frames, resolution or cfg.resolution
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model.check_num_frames(t)
-    trainable = sum(p.numel() for p in model.temporal_parameters())
-    frozen = sum(p.numel() for p in model.parameters()) - trainable
-    model = model.to(torch.bfloat16)
-    blocks: list[dict] = []
-    outside = {"bytes": 0, "seen": set()}
-    current = [outside]
-
-    def checkpointed(fn, *args):  # attribute what each block saves to it, and note its inputs
-        block = {"bytes": 0, "seen": set(), "inputs": sum(a.nbytes for a in args if torch.is_tensor(a))}
-        blocks.append(block)
-        current.append(block)
-        try:
-            return fn(*args)
-        finally:
-            current.pop()
-
-    def pack(x):
-        owner, base = current[-1], (x._base if x._base is not None else x)
-        if id(base) not in owner["seen"]:
-            owner["seen"].add(id(base))
-            owner["bytes"] += base.nbytes
-        return x
-
-    model._checkpointed = checkpointed
-    x = torch.empty(batch, cfg.unet.in_channels, t, r, r, device="meta", dtype=torch.bfloat16)
-    ctx = torch.empty(batch, cfg.text.max_tokens, cfg.unet.context_dim, device="meta", dtype=torch.bfloat16)
-    for p in model.unet.parameters():
-        p.requires_grad_(False)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
-        model(x, torch.empty(batch, device="meta"), ctx)
-    gib = 2 ** 30
-    without = outside["bytes"] + sum(b["bytes"] for b in blocks)
-    with_ckpt = outside["bytes"] + sum(b["inputs"] for b in blocks) + max(b["bytes"] for b in blocks)
-    weights = trainable * (4 + 4 + 8) + frozen * 2
-    return {"preset": preset, "frames": t, "resolution": r, "batch": batch, "blocks": len(blocks),
-            "trainable_params": trainable, "frozen_params": frozen,
-            "weights_grads_optimizer_gib": round(weights / gib, 3),
-            "activations_gib": round(without / gib, 3),
-            "activations_checkpointed_gib": round(with_ckpt / gib, 3),
-            "total_gib": round((weights + without) / gib, 3),
-            "total_checkpointed_gib": round((weights + with_ckpt) / gib, 3)}
 
 
 def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | None = None, repeats: int = 5,

@@ -53,6 +53,7 @@ from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve
 from .data.longmotion import PERIOD_SECONDS, LongMotionClips, heldout_events, heldout_periodic, long_caption
 from .data.procedural import BG_NAMES, COLOURS, DIR_VEC, ProceduralClips, caption, heldout_combos
 from .data.real import CLIP_CAPTION, RealClips
+from .memory import peak_bytes
 from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
                        upscale)
 
@@ -681,18 +682,6 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     return res, md
 
 
-def peak_memory(fn, device: torch.device) -> int:
-    """Peak bytes allocated while `fn` runs: CUDA's allocator statistics on a GPU, the profiler's on CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        return torch.cuda.max_memory_allocated(device) - start
-    from .bench import peak_bytes
-    return peak_bytes(fn)
-
-
 def seam_ratio(video: torch.Tensor) -> float:
     """The last -> first frame difference over the mean inner frame difference (1 = a seamless loop).  (3, t, h, w)"""
     d = frame_diffs(video[None])
@@ -769,7 +758,7 @@ def frames_section(run: EvalRun) -> dict:
                              "size_cv": round(sum(x["size_cv"] for x in a) / n, 4),
                              "colour_acc_first_last_quarter": quarters}
     # memory: bounded by one window whatever the length (one step is enough to see the peak)
-    peaks = [peak_memory(lambda f=f: generate_long(run.base, prompts[0], f, steps=1, cfg=run.cfg), run.device)
+    peaks = [peak_bytes(lambda f=f: generate_long(run.base, prompts[0], f, steps=1, cfg=run.cfg), run.device)
              for f in MEMORY_FRAMES]
     res["memory"] = {"frames": list(MEMORY_FRAMES), "peak_mb": [round(p / 2 ** 20, 1) for p in peaks]}
     return res

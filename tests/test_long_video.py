@@ -46,7 +46,7 @@ def test_windows_take_the_prompt_of_their_centre_and_overlaps_blend():
 
 
 def test_long_generation_runs_with_a_schedule_and_bounded_memory(tiny):
-    from lumiere.bench import peak_bytes
+    from lumiere.memory import peak_bytes
     kw = dict(window=8, overlap=4, steps=2, seed=1)
     schedule = "0: a red circle moving left; 16: a blue circle moving right"
     video = generate_long(tiny, schedule, 32, **kw)

@@ -4,9 +4,8 @@ import copy
 import torch
 
 from lumiere import build_bundle, get_preset
-from lumiere.bench import peak_bytes
 from lumiere.data.procedural import VOCAB
-from lumiere.memory import LiveBytes, forward_peak_bytes, sampling_memory_estimate
+from lumiere.memory import LiveBytes, forward_peak_bytes, peak_bytes, sampling_memory_estimate
 from lumiere.pipeline import generate
 
 
@@ -47,3 +46,29 @@ def test_estimate_matches_the_measured_peak():
     assert 3 * small <= large <= 5 * small
     huge = sampling_memory_estimate(tiny_bundle().config, (1, 3, 64, 4096, 4096))
     assert huge > 64 * 2 ** 30
+
+
+def test_block_runner_sees_every_block_and_changes_nothing():
+    """STUNet's public seam for measurements: every block (res block + spatial attention + temporal block, and the
+    middle) runs through `block_runner`, which here counts them; the output is unchanged, with activation
+    checkpointing too."""
+    bundle = tiny_bundle()
+    model, cfg = bundle.model.eval(), bundle.config
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cfg.unet.in_channels, 8, 16, 16, generator=g)
+    ctx = torch.randn(1, cfg.text.max_tokens, cfg.unet.context_dim, generator=g)
+    ref = model(x, torch.tensor([0.5]), ctx)
+    calls = []
+
+    def runner(fn, *args):
+        calls.append(fn)
+        return fn(*args)
+
+    model.block_runner = runner
+    levels, n = cfg.unet.num_levels, cfg.unet.num_res_blocks
+    for ckpt in (False, True):
+        model.activation_checkpointing = ckpt
+        calls.clear()
+        out = model(x, torch.tensor([0.5]), ctx)
+        assert len(calls) == levels * n + 1 + levels * (n + 1)
+        assert torch.equal(out, ref)

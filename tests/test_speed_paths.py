@@ -202,7 +202,7 @@ def test_bf16_network_keeps_the_callers_dtype_and_is_close():
 
 
 def test_activation_checkpointing_same_gradients_less_memory():
-    from lumiere.bench import peak_bytes
+    from lumiere.memory import peak_bytes
     model = randomize(build_model(get_preset("tiny")), 8)
     x, t, ctx = tiny_inputs(2)
     x = torch.cat([x] * 2, dim=2)  # 16 frames: activations dominate
@@ -246,7 +246,7 @@ def test_training_memory_estimate_matches_a_measured_step():
     """The meta-device estimate of a training step's activations (bench `train_memory`, how the paper preset's
     80 x 128^2 figure is made) is within 25 % of the measured peak on the demo preset, with and without activation
     checkpointing, and checkpointing lowers it."""
-    from lumiere.bench import peak_bytes, training_memory_estimate
+    from lumiere.memory import peak_bytes, training_memory_estimate
     from lumiere.checkpoint import build_model
     from lumiere.configs import get_preset
     est = training_memory_estimate("demo", 16, 32)

@@ -7,6 +7,9 @@ time/text conditioning is re-indexed to each level's frame count (no hooks).
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -35,6 +38,9 @@ class STUNet(nn.Module):
         self.unet = unet
         self.cfg = cfg
         self.activation_checkpointing = False  # a training option (TrainSpec.activation_checkpointing)
+        # None, or a function every block runs through: block_runner(fn, *args) must return fn(*args) (a seam for
+        # measurements, e.g. lumiere.memory.training_memory_estimate attributing each block's saved tensors)
+        self.block_runner: Callable | None = None
         ch = [unet.cfg.base_channels * m for m in unet.cfg.channel_mult]
         coarsest = levels - 1
 
@@ -123,9 +129,10 @@ class STUNet(nn.Module):
         activations are recomputed in the backward pass: peak memory falls to about one block's activations
         plus the block inputs, for about one more forward of compute. Every input is an argument (a closure
         over the forward's loop variables would be re-read, changed, at recompute time)."""
+        run = fn if self.block_runner is None else functools.partial(self.block_runner, fn)
         if self.activation_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
+            return torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False)
+        return run(*args)
 
     def temporal_parameters(self):
         return (p for name, p in self.named_parameters() if not name.startswith("unet."))
