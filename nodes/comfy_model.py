@@ -15,6 +15,7 @@ import math
 import torch
 
 import comfy.latent_formats
+import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_base
 import comfy.model_management as mm
 import comfy.model_patcher
@@ -24,6 +25,7 @@ import comfy.supported_models_base
 import comfy.utils
 from comfy.sd1_clip import ClipTokenWeightEncoder, escape_important, token_weights, unescape_important
 
+from ..lumiere import kernels
 from ..lumiere.checkpoint import build_model, load_state, load_state_into
 from ..lumiere.compute import PRECISIONS, to_compute_layout
 from ..lumiere.configs import ModelConfig
@@ -88,12 +90,30 @@ def eager_linear(linear: type) -> type:
     return type(linear.__name__, (linear,), {"_load_from_state_dict": torch.nn.Module._load_from_state_dict})
 
 
+def core_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention through core's selection on a GPU (so its flags apply: --use-sage-attention, --use-flash-attention,
+    --use-split-cross-attention, ...); on a CPU the library's measured choice (`lumiere.kernels.attention`).
+    (n, heads, tokens, head_dim) -> the same"""
+    if q.device.type == "cpu":
+        return kernels.attention(q, k, v, bias)
+    return through_core(q, k, v, bias)
+
+
+def through_core(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Core's optimized attention (its masked variant with an additive bias).  (n, h, l, d) -> (n, h, l, d)"""
+    n, h, l, d = q.shape
+    attend = comfy_attention.optimized_attention if bias is None else comfy_attention.optimized_attention_masked
+    out = attend(q, k, v, heads=h, mask=bias, skip_reshape=True)  # (n, l, h d): every core kernel returns this
+    return out.reshape(n, l, h, d).transpose(1, 2)
+
+
 def lumiere_ops(operations) -> Ops:
     """The library's layer classes from core's `operations` (the comfy.ops class core picked for the weight and
     compute dtypes; disable_weight_init when None)."""
     operations = operations or comfy.ops.disable_weight_init
     return Ops(Linear=eager_linear(operations.Linear), Conv1d=operations.Conv1d, Conv2d=operations.Conv2d,
-               GroupNorm=operations.GroupNorm, LayerNorm=operations.LayerNorm, weights=comfy_weights)
+               GroupNorm=operations.GroupNorm, LayerNorm=operations.LayerNorm, weights=comfy_weights,
+               attention=core_attention)
 
 
 class LumiereNet(torch.nn.Module):

@@ -92,6 +92,7 @@ class Attention(nn.Module):
         self.to_q = ops.Linear(dim, dim, bias=False)
         self.to_kv = ops.Linear(context_dim or dim, 2 * dim, bias=False)
         self.to_out = ops.Linear(dim, dim)
+        self.attention = ops.attention  # the host's attention kernels (`Ops.attention`)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         # x (n, l, dim), context (n or n / r, m, d)
@@ -103,7 +104,7 @@ class Attention(nn.Module):
         k, v = (rearrange(a, "b m (h d) -> b h m d", h=self.heads) for a in self.to_kv(context).chunk(2, dim=-1))
         if b != n:
             k, v = (a.repeat_interleave(n // b, dim=0) for a in (k, v))
-        out = kernels.attention(q, k, v, bias)
+        out = self.attention(q, k, v, bias)
         return self.to_out(rearrange(out, "n h l d -> n l (h d)"))
 
 

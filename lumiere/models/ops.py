@@ -4,7 +4,9 @@ A host passes its own (as ComfyUI's models take `operations=`): layers whose for
 their weights when they run (ComfyUI's `comfy.ops`: low-precision storage with compute casts, offloading,
 LoRA through `weight_function`). The layers whose forward is the library's rather than the host's (the
 fp32-statistics GroupNorm, the temporal convs: their kernels are `lumiere.kernels`) read their weights with
-`Ops.weights`, the host's path to the weights as a layer applies them to an input.
+`Ops.weights`, the host's path to the weights as a layer applies them to an input. `Ops.attention` is the one
+attention function every attention layer calls (the host may choose its own kernels, as ComfyUI does with its
+attention flags).
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .. import kernels
 
 
 def own_weights(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -30,6 +34,8 @@ class Ops:
     LayerNorm: type = nn.LayerNorm
     # (layer, input) -> (weight, bias) as the layer applies them to that input (dtype, device, patches)
     weights: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]] = own_weights
+    # (q, k, v, additive bias or None), each (n, heads, tokens, head_dim) -> (n, heads, tokens, head_dim)
+    attention: Callable[..., torch.Tensor] = kernels.attention
 
 
 TORCH_OPS = Ops()

@@ -196,3 +196,19 @@ def test_loads_under_core_dynamic_vram(n, monkeypatch):
     model = load(n)
     inputs = net_inputs(model)
     assert torch.equal(run(model, inputs), run(ref, inputs))
+
+
+def test_attention_goes_through_cores_selection_off_the_cpu(n):
+    """Every attention layer of a Loader-built MODEL calls the pack's dispatcher: on a CPU the library's measured
+    kernels (bit for bit), elsewhere core's optimized attention (its --use-*-attention flags apply); core's path,
+    run here on CPU tensors, computes the same attention, with and without an additive bias."""
+    kernels = n.comfy_model.kernels  # the pack's own copy of lumiere.kernels
+    attention_layers = [m for m in load(n).model.diffusion_model.modules() if type(m).__name__ == "Attention"]
+    assert attention_layers and all(m.attention is n.comfy_model.core_attention for m in attention_layers)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 16, 8, generator=g) for _ in range(3))
+    bias = torch.randn(1, 4, 16, 16, generator=g)
+    for b in (None, bias):
+        ref = kernels.attention_reference(q, k, v, b)
+        assert torch.equal(n.comfy_model.core_attention(q, k, v, b), kernels.attention(q, k, v, b))
+        torch.testing.assert_close(n.comfy_model.through_core(q, k, v, b), ref, atol=1e-5, rtol=1e-4)
