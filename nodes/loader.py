@@ -7,6 +7,7 @@ import folder_paths
 from comfy_api.latest import io
 
 from .comfy_model import WEIGHT_DTYPES, build_clip, load_model_patcher
+from .sampler import describe_sampling
 from .search import aliases
 
 FOLDER = "lumiere"
@@ -53,7 +54,9 @@ class LumiereLoader(io.ComfyNode):
                         "The shipped demo models are small (32x32 px, 16 frames, 8 fps; SSR to 64x64) and know one "
                         "domain only: one shape (circle, square, triangle) of one of six colours moving left, "
                         "right, up or down on black, gray or white, e.g. 'a red circle moving left on black'. "
-                        "Other words are unknown to them (a warning names them); a photo is not their domain.",
+                        "Other words are unknown to them (a warning names them); a photo is not their domain. "
+                        "A distilled few-step checkpoint (lumiere_demo_base_4step) records how it is sampled; `info` "
+                        "says it (core KSampler: 4 steps, cfg 1, ddim, sgm_uniform).",
             inputs=[model_input("ckpt_name", "A .safetensors Lumiere checkpoint from models/lumiere (the pack's own "
                                              "folder or ComfyUI's models/lumiere)."),
                     io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", optional=True,
@@ -73,9 +76,11 @@ class LumiereLoader(io.ComfyNode):
                 io.Int.Output(display_name="height", tooltip="Frame height the model was trained on."),
                 io.Float.Output(display_name="fps", tooltip="Frame rate of its training clips (FLOAT, as core "
                                                             "CreateVideo takes it)."),
-                io.String.Output(display_name="info", tooltip="What the checkpoint knows: role, size, frames and "
-                                                              "the text encoder's vocabulary (connect a Preview Any "
-                                                              "or a text display node to read it)."),
+                io.String.Output(display_name="info", tooltip="What the checkpoint knows: role, size, frames, how "
+                                                              "it is meant to be sampled (a distilled few-step "
+                                                              "model's steps, cfg, sampler and scheduler) and the "
+                                                              "text encoder's vocabulary (connect a Preview Any or "
+                                                              "a text display node to read it)."),
             ],
         )
 
@@ -96,7 +101,7 @@ def model_info(config) -> str:
     return (f"Lumiere {config.role} checkpoint ({config.preset} preset): {config.resolution}x{config.resolution} px, "
             f"{config.num_frames} frames at {config.fps} fps" + (f", x{config.scale} super-resolution"
                                                                   if config.role == "ssr" else "")
-            + f"; {text}.")
+            + f"; {describe_sampling(config)}; {text}.")
 
 
 NODES = [LumiereLoader]

@@ -11,7 +11,8 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
-from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape
+from ..lumiere.pipeline import sampling_defaults
+from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape, lumiere_config
 from .latent import check_finite
 from .search import aliases
 
@@ -54,6 +55,38 @@ def run_sampler(model, latent: dict, seed, steps, cfg, sampler_name, scheduler, 
     return out
 
 
+# the library's sampler / noise-schedule names -> core's (KSampler's combos) giving the same steps on Lumiere's
+# model sampling (ModelSamplingContinuousV): core 'normal' is linspace in the cosine time t from sigma_max to
+# sigma_min (the library's 'uniform'); core 'sgm_uniform' drops the last point and appends 0, which is the
+# library's 'trailing' grid a distilled model is trained on (equal to 1e-5 relative; tests/comfy/test_distilled.py)
+CORE_SCHEDULERS = {"uniform": "normal", "trailing": "sgm_uniform", "karras": "karras"}
+
+
+def core_sampling(config) -> dict:
+    """The model's default sampling (`lumiere.pipeline.sampling_defaults`: what a distilled checkpoint records in
+    `sampling`, else 25 DDIM steps at cfg 4; an SSR's denoise) in core's names: steps, cfg, sampler_name,
+    scheduler (+ denoise for an SSR)."""
+    d = sampling_defaults(config)
+    out = {"steps": int(d["steps"]), "cfg": float(d["cfg"]), "sampler_name": d["sampler"],
+           "scheduler": CORE_SCHEDULERS[d["scheduler"]]}
+    if "denoise" in d:
+        out["denoise"] = float(d["denoise"])
+    return out
+
+
+def describe_sampling(config) -> str:
+    """One phrase for the Loader's info: how the model is meant to be sampled (core names)."""
+    c = core_sampling(config)
+    rec = config.sampling.get("distilled")
+    text = (f"sample it at {c['steps']} steps, cfg {c['cfg']:g}, sampler {c['sampler_name']}, scheduler "
+            f"{c['scheduler']}" + (f", denoise {c['denoise']:g}" if "denoise" in c else ""))
+    if rec:
+        text = (f"distilled few-step model (from a {rec.get('teacher_steps')}-step, cfg {rec.get('teacher_cfg'):g} "
+                f"teacher; guidance folded in): " + text + " (core KSampler or the Lumiere samplers with "
+                "model_defaults on)")
+    return text
+
+
 def sampling_inputs() -> list:
     """seed, steps, cfg, sampler, scheduler: shared by the sampler and the SSR upscaler (widget order is part of
     saved workflows: append, never reorder)."""
@@ -91,14 +124,22 @@ class LumiereSampler(io.ComfyNode):
                 *sampling_inputs(),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="1 = from pure noise; < 1 keeps the input latent's structure (SDEdit)."),
+                io.Boolean.Input("model_defaults", default=False, optional=True,
+                                 tooltip="Sample at the model's own settings instead of the steps / cfg / "
+                                         "sampler / scheduler widgets: what a distilled checkpoint records (e.g. "
+                                         "4 steps, cfg 1, ddim, sgm_uniform), else 25 steps, cfg 4, ddim, normal. "
+                                         "The Loader's info says them."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
-                denoise=1.0) -> io.NodeOutput:
+                denoise=1.0, model_defaults=False) -> io.NodeOutput:
         check_base_model(model)
+        if model_defaults:
+            d = core_sampling(lumiere_config(model))
+            steps, cfg, sampler_name, scheduler = d["steps"], d["cfg"], d["sampler_name"], d["scheduler"]
         check_video_shape(model, tuple(latent["samples"].shape), "latent")
         check_memory(model, tuple(latent["samples"].shape), "latent", FIT_HINT)
         check_finite(latent["samples"], "latent")
