@@ -34,6 +34,9 @@ WORKFLOWS = ROOT / "workflows"
 INPUTS = WORKFLOWS / "inputs"
 # the shipped demo models (models/lumiere); tests substitute tiny random-weight models for these names
 BASE, SSR, STYLE = "lumiere_demo_base.safetensors", "lumiere_demo_ssr.safetensors", "lumiere_demo_style.safetensors"
+# the distilled few-step base (issue 20): run by core KSampler at the sampling its checkpoint records
+BASE_4STEP, BASE_4STEP_SAMPLING = "lumiere_demo_base_4step.safetensors", dict(steps=4, cfg=1.0, sampler_name="ddim",
+                                                                               scheduler="sgm_uniform")
 STILL, CLIP, MASK = "lumiere_example_still.png", "lumiere_example_clip.mp4", "lumiere_example_mask.png"
 LAST = "lumiere_example_last.png"  # the still's circle at the end of its motion: the second keyframe
 # a folder of a user's clips for motion_lora: six shapes moving on the down-right diagonal (a motion the demo base
@@ -232,7 +235,15 @@ def graphs() -> dict[str, dict]:
         "44": node("LoraModelLoader", "Apply the LoRA (strength 0 = the base model)", model=["1", 0], lora=["41", 0],
                    strength_model=1.0),
     })
+    # the distilled base in 4 network calls with core KSampler: 4 steps, cfg 1 (guidance is folded in), ddim,
+    # sgm_uniform (= the trailing grid it was trained on; the Loader's info says these settings)
+    fast = base_graph("a red circle moving right on gray", "text_to_video_4step")
+    fast["1"] = node("LumiereLoader", "Lumiere distilled base (4 steps)", ckpt_name=BASE_4STEP)
+    fast["5"] = node("KSampler", "KSampler (core): the distilled model's 4 steps, cfg 1, ddim, sgm_uniform",
+                     model=["1", 0], positive=["2", 0], negative=["3", 0], latent_image=["4", 0], seed=0,
+                     **BASE_4STEP_SAMPLING, denoise=1.0)
     return {
+        "text_to_video_4step": fast,
         "motion_lora": motion_lora,
         "text_to_video": t2v,
         "text_to_video_ssr": ssr,

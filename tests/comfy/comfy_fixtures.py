@@ -15,7 +15,7 @@ from tiny_models import RANDOM_CLIP_L, TINY, make_tiny_models, write_random_clip
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 DEMO = {"lumiere_demo_base.safetensors": "base", "lumiere_demo_ssr.safetensors": "ssr",
-        "lumiere_demo_style.safetensors": "style"}
+        "lumiere_demo_style.safetensors": "style", "lumiere_demo_base_4step.safetensors": "base"}
 # the external-text workflow's user files (none ship): always the tiny stand-in and a random-weight core CLIP-L
 USER_FILES = {"lumiere_external_base.safetensors": TINY["external"], "clip_l.safetensors": RANDOM_CLIP_L}
 NEEDS_SETUP = "ComfyUI is not set up: run scripts/setup_comfy.sh (then run these tests with .comfy/venv/bin/python)"

@@ -22,7 +22,7 @@ NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSS
             "LumiereTrainLoRA"]
 BUNDLED = ["text_to_video", "text_to_video_ssr", "image_to_video", "inpainting", "outpainting", "cinemagraph",
            "stylized", "video_to_video", "interpolate", "loop", "extend", "long_video_prompt_travel",
-           "external_text_encoder", "motion_lora"]
+           "external_text_encoder", "motion_lora", "text_to_video_4step"]
 
 
 def model_file(server, name: str):
@@ -72,7 +72,7 @@ def with_prefix(prompt: dict, prefix: str) -> dict:
 
 
 def sampler_id(prompt: dict) -> str:
-    return next(k for k, n in prompt.items() if n["class_type"] in ("LumiereSampler", "LumiereLongSampler"))
+    return next(k for k, n in prompt.items() if n["class_type"] in ("LumiereSampler", "LumiereLongSampler", "KSampler"))
 
 
 # ---- registration ------------------------------------------------------------------------------------------------
