@@ -78,7 +78,8 @@ def eval_videos(models: str, clips: tuple[int, int] | None, seed: int, threads: 
 
     def keep(run):
         res = section(run)
-        kept["videos"], kept["specs"] = run.videos["whole_clip"], E.whole_clip_specs(1, *(run.whole_clip_clips or (None, None)))
+        kept["videos"] = run.videos["whole_clip"]
+        kept["specs"] = E.whole_clip_specs(1, *(run.whole_clip_clips or (None, None)))
         return res
     E.whole_clip_section = keep
     try:
