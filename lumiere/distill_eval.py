@@ -4,7 +4,9 @@ One run, teacher and student side by side on the same held-out prompts, seeds an
 text-to-video section (`lumiere.eval`):
 - text-to-video: direction / colour / shape accuracy, jump rate, flicker of the teacher at its default (25 DDIM
   steps, cfg 4) and of the student at what its checkpoint records (`ModelConfig.sampling`: e.g. 4 trailing steps,
-  cfg 1), and of the same student at STUDENT_MORE_STEPS trailing steps (the cheap "8-step option");
+  cfg 1), and of the same student at STUDENT_MORE_STEPS trailing steps (the cheap "8-step option"); and of the
+  teacher itself at the student's steps, grid and cfg (`teacher_at_student_steps`: what the same calls give
+  without distillation);
 - image-to-video (the ⟨J, C, M⟩ task the workflows use most), with known-pixel replacement: frame-0 PSNR,
   direction of the continuation, jumps;
 - network evaluations per clip, counted at the network (a guided step is two: conditional + unconditional), and
@@ -97,7 +99,9 @@ def distill_section(run, student: str | Path | None = None, ssr_student: str | P
     if run.base.config.sampling:
         raise ValueError("distill: the run's base is itself a distilled model; point --models at the teachers")
     more = dict(steps=STUDENT_MORE_STEPS, cfg=rec["cfg"], sampler=rec["sampler"], scheduler=rec["scheduler"])
-    models = {"teacher": (run.base, {}), "student": (stu, {}), f"student_{STUDENT_MORE_STEPS}step": (stu, more)}
+    same = dict(steps=rec["steps"], cfg=rec["cfg"], sampler=rec["sampler"], scheduler=rec["scheduler"])
+    models = {"teacher": (run.base, {}), "student": (stu, {}), f"student_{STUDENT_MORE_STEPS}step": (stu, more),
+              "teacher_at_student_steps": (run.base, same)}
     res["settings"] = {"teacher": {k: teacher_sampling[k] for k in ("steps", "cfg", "sampler", "scheduler")},
                        "student": {k: rec[k] for k in ("steps", "cfg", "sampler", "scheduler")},
                        f"student_{STUDENT_MORE_STEPS}step": {k: more[k] for k in ("steps", "cfg", "sampler",
@@ -105,7 +109,7 @@ def distill_section(run, student: str | Path | None = None, ssr_student: str | P
                        "student_file": str(student), "distilled": stu.config.sampling.get("distilled"),
                        "clips": len(run.specs), "batch": run.batch}
     run.log(f"[eval] distill: text-to-video, {len(run.specs)} clips, teacher / student / "
-            f"student at {STUDENT_MORE_STEPS} steps interleaved")
+            f"student at {STUDENT_MORE_STEPS} steps / teacher at the student's steps interleaved")
     vids, secs, evals = interleaved(models, run.prompts, run.batch, run.seed)
     t2v = {}
     for name, v in vids.items():
@@ -125,7 +129,7 @@ def distill_section(run, student: str | Path | None = None, ssr_student: str | P
     g, specs = run.gt[:n], run.specs[:n]
     C, M = cond_lib.image_to_video(g[:, :, 0], run.frames)
     run.log(f"[eval] distill: image-to-video, {n} clips")
-    i2v_models = {k: v for k, v in models.items() if k != f"student_{STUDENT_MORE_STEPS}step"}
+    i2v_models = {k: models[k] for k in ("teacher", "student")}
     ivids, isecs, ievals = interleaved(i2v_models, run.prompts[:n], run.batch, run.seed, C=C, M=M,
                                        replace_known=True)
     res["image_to_video"] = {name: {
@@ -191,7 +195,7 @@ def distill_targets(res: dict) -> dict:
     t = t2v["teacher"]
     out = {}
     for name, s in t2v.items():
-        if name == "teacher":
+        if name in ("teacher", "teacher_at_student_steps"):  # the latter: a reference, not a student
             continue
         rows = {
             "network_evals_per_clip": (s["network_evals_per_clip"], "<=", 8),

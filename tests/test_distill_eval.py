@@ -41,6 +41,7 @@ def test_distill_section_side_by_side(models):
     t2v = res["text_to_video"]
     assert t2v["teacher"]["network_evals_per_clip"] == 50  # 25 guided steps
     assert t2v["student"]["network_evals_per_clip"] == 4 and t2v["student_8step"]["network_evals_per_clip"] == 8
+    assert t2v["teacher_at_student_steps"]["network_evals_per_clip"] == 4  # the teacher at 4 steps, cfg 1
     assert res["settings"]["student"] == {"steps": 4, "cfg": 1.0, "sampler": "ddim", "scheduler": "trailing"}
     assert res["image_to_video"]["student"]["frame0_psnr"] == 100.0  # replaced: the given frame exact
     ssr = res["ssr"]
