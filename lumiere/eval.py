@@ -464,6 +464,15 @@ REFERENCES: tuple[Figure, ...] = (
       for m in ("stunet80", "cascade", "multidiffusion", "extension")
       for fig in ("gflops_per_clip", "seconds_per_clip")),
     Figure("whole_clip_speed_cv", "whole_clip.stunet80.speed_cv"),
+    # the distilled student against its teacher (issue 20; the targets, relative to the teacher, with their met
+    # flags: distill.targets)
+    *(Figure(f"distill_{fig}_{m}", f"distill.text_to_video.{m}.{fig}")
+      for m in ("teacher", "student", "student_8step", "teacher_at_student_steps")
+      for fig in ("network_evals_per_clip", "direction_acc", "colour_acc", "shape_acc", "jump_rate", "flicker")),
+    *(Figure(f"distill_speedup_{m}", f"distill.text_to_video.{m}.speedup_vs_teacher")
+      for m in ("student", "student_8step")),
+    Figure("distill_ssr_bicubic_psnr", "distill.ssr.psnr_bicubic"),
+    *(Figure(f"distill_ssr_psnr_{m}", f"distill.ssr.{m}.psnr") for m in ("teacher", "student", "student_1call")),
 )
 
 
