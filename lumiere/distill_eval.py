@@ -28,6 +28,7 @@ import torch
 
 from . import conditioning as cond_lib
 from .checkpoint import LumiereBundle, load_model
+from .metrics import adherence, analyse, bicubic_video, flicker, psnr, ssr_ground_truth
 from .pipeline import generate, sampling_defaults, upscale
 
 STUDENT_BASE, STUDENT_SSR = "lumiere_demo_base_4step.safetensors", "lumiere_demo_ssr_2step.safetensors"
@@ -83,10 +84,9 @@ def speedup(secs: dict, slow: str, fast: str) -> float:
     return round(statistics.median(a / b for a, b in zip(secs[slow], secs[fast])), 2)
 
 
-def distill_section(run, student: str | Path | None = None, ssr_student: str | Path | None = None) -> dict:
+def distill_section(run, ssr_teacher: Path, student: str | Path | None = None,
+                    ssr_student: str | Path | None = None) -> dict:
     """Teacher (the run's base, at its own defaults) against the distilled student(s); see the module doc."""
-    from .eval import SSR, adherence, analyse, bicubic_video, flicker, psnr, ssr_ground_truth
-
     student = Path(student) if student else run.models / STUDENT_BASE
     ssr_student = Path(ssr_student) if ssr_student else run.models / STUDENT_SSR
     res: dict = {}
@@ -141,15 +141,15 @@ def distill_section(run, student: str | Path | None = None, ssr_student: str | P
     for name, v in ivids.items():
         run.videos[f"distill_i2v_{name}"] = v
 
-    res["ssr"] = ssr_figures(run, ssr_student, SSR, bicubic_video, psnr, ssr_ground_truth)
+    res["ssr"] = ssr_figures(run, ssr_student, ssr_teacher)
     res["targets"] = distill_targets(res)
     return res
 
 
-def ssr_figures(run, ssr_student: Path, ssr_name: str, bicubic_video, psnr, ssr_ground_truth) -> dict:
-    if not ssr_student.exists() or not (run.models / ssr_name).exists():
-        return {"missing": str(ssr_student if not ssr_student.exists() else run.models / ssr_name)}
-    teacher, stu = load_model(run.models / ssr_name, run.device), load_model(ssr_student, run.device)
+def ssr_figures(run, ssr_student: Path, ssr_teacher: Path) -> dict:
+    if not ssr_student.exists() or not ssr_teacher.exists():
+        return {"missing": str(ssr_student if not ssr_student.exists() else ssr_teacher)}
+    teacher, stu = load_model(ssr_teacher, run.device), load_model(ssr_student, run.device)
     sc = teacher.config
     n = 1 if run.quick else DISTILL_SSR_CLIPS
     run.log(f"[eval] distill: SSR, {n} clips")

@@ -1,5 +1,5 @@
 """The motion a LoRA teaches, read from pixels: the object's trajectory (the eval's object reader,
-`lumiere.eval.object_pixels`), its direction as an angle, and how many clips follow a target diagonal rather than
+`lumiere.metrics.object_pixels`), its direction as an angle, and how many clips follow a target diagonal rather than
 the axis direction the base model makes for the prompt (`scripts/motion_lora.py`, tests/comfy/test_motion_lora.py)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .eval import object_pixels
+from .metrics import object_pixels
 from .lora import DIAGONALS
 
 DIAGONAL_TOLERANCE_DEG = 22.5  # a clip follows the diagonal when its direction is within this of it

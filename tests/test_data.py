@@ -2,7 +2,7 @@ import torch
 
 from lumiere.data.folder import FolderDataset, decode_video
 from lumiere.data.procedural import (VOCAB, ProceduralClips, caption, heldout_combos, train_combos)
-from lumiere.eval import analyse
+from lumiere.metrics import analyse
 from lumiere.models.text import UNK, WordTokenizer
 
 

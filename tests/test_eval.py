@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lumiere.data.procedural import ProceduralClips
-from lumiere.eval import (BASE, SSR, STYLE, TARGETS, add_eval_args, analyse, eval_command, flicker, frame_diffs,
-                          psnr, summarize)
+from lumiere.eval import BASE, SSR, STYLE, TARGETS, add_eval_args, eval_command, summarize
+from lumiere.metrics import analyse, flicker, frame_diffs, psnr
 from lumiere.train.trainer import Trainer
 
 TINY = {"preset": "tiny", "batch_size": 2, "lr": 1e-3, "warmup": 1, "bf16": True, "seed": 0, "threads": 1,

@@ -161,7 +161,8 @@ def test_t2i_and_mixture_train_on_real_data(media, tmp_path):
 def test_photo_eval_section_on_a_tiny_photo_model(media, tmp_path):
     """`eval --sections photo` end to end: a tiny photo base (T2I + mixture) beside the shipped shapes models,
     every figure present, the known pixels of inpainting exact, and Telea a real baseline (better than grey)."""
-    from lumiere.eval import PHOTO_BASE, evaluate, psnr, telea_inpaint
+    from lumiere.eval import PHOTO_BASE, evaluate, telea_inpaint
+    from lumiere.metrics import psnr
     t2i = {**TINY, "stage": "t2i", "data": {"kind": "real", "path": str(media)}, "batch_size": 4}
     Trainer(t2i, out=tmp_path / "t2i", quiet=True, max_steps=2).run()
     mix = {**TINY, "stage": "conditioning", "init": str(tmp_path / "t2i" / "model.safetensors"),

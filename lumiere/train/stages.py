@@ -29,7 +29,7 @@ from ..diffusion.schedule import alpha_sigma, sample_t, v_loss, vesigma_to_t
 from ..models.stunet import STUNet, freeze_t2i, inflate
 from ..models.text import extend_vocab
 from ..models.unet2d import widen_input
-from ..eval import bicubic_video
+from ..metrics import bicubic_video
 from ..pipeline import downsample_video, ssr_conditioning
 from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
