@@ -212,18 +212,21 @@ def test_progress_and_cancel(n, tiny):
     model, clip = tiny
     seen = []
 
-    def hook(value, total, preview=None, *args, **kw):  # the server's hook; Cancel pressed at step 2
+    def hook(value, total, preview=None, *args, **kw):  # the server's hook; Cancel pressed at step 1
         seen.append((value, total))
-        if value == 2 and total == 50:
+        if total == 50:
             mm.interrupt_current_processing(True)
     comfy.utils.set_progress_bar_global_hook(hook)
     try:
         train(n, model, tiny_clips(model), encode(clip, "a red circle"), steps=3)
-        assert seen == [(1, 3), (2, 3), (3, 3)]
+        # every step on 0.3.75; 0.33 throttles the steps between the first and the last by time
+        values = [v for v, _ in seen]
+        assert seen[0] == (1, 3) and seen[-1] == (3, 3) and values == sorted(set(values)), seen
+        assert all(t == 3 for _, t in seen)
         seen.clear()
         with pytest.raises(mm.InterruptProcessingException):
             train(n, model, tiny_clips(model), encode(clip, "a red circle"), steps=50)
-        assert seen == [(1, 50), (2, 50)]
+        assert seen == [(1, 50)]  # the first update is always sent; Cancel then stops the next step
     finally:
         mm.interrupt_current_processing(False)
         comfy.utils.set_progress_bar_global_hook(None)
