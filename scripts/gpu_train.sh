@@ -10,7 +10,9 @@
 set -u
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-7}
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+EXTRA=()
+[ "${RESUME:-0}" = 1 ] && EXTRA+=(--resume)  # RESUME=1: every run continues exactly from its last checkpoint
 BUNDLE_DIR=${BUNDLE_DIR:-runs/gpu/bundle}
 export PYTHONUNBUFFERED=1
 [[ $# -ge 1 ]] || { echo "usage: MINUTES=7 bash scripts/gpu_train.sh NAME:STAGE:CONFIG ..." >&2; exit 2; }
@@ -25,7 +27,7 @@ for job in "$@"; do
   IFS=: read -r name stage config <<<"$job"
   names+=("$name")
   ( OMP_NUM_THREADS=$THREADS $PY -m lumiere train "$stage" --config "$config" --out "runs/gpu/$name" \
-      --threads "$THREADS" --max-minutes "$MINUTES" >"runs/gpu/$name.log" 2>&1
+      --threads "$THREADS" --max-minutes "$MINUTES" ${EXTRA[@]+"${EXTRA[@]}"} >"runs/gpu/$name.log" 2>&1
     echo "$name $?" >>runs/gpu/rc.txt ) &
   pids+=($!)
 done
@@ -49,3 +51,4 @@ wait
 for name in "${names[@]}"; do [[ -f runs/gpu/$name/model.xzw ]] && files+=("runs/gpu/$name/model.xzw"); done
 tar -cf - "${files[@]}" | split -b 15m -d - "$BUNDLE_DIR/gpu.tar."
 ls -la "$BUNDLE_DIR"
+! grep -qv ' 0$' runs/gpu/rc.txt  # exit 0 only if every training did

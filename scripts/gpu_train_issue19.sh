@@ -12,30 +12,16 @@
 # eval's file names; the shipped base joins them for the windows when windows16_base was not trained):
 # runs/gpu/whole_clip.json and .log.
 # RESUME=1 continues every run from its last checkpoint (exactly: same spec, same data order).
-# PYTHON: the interpreter (default .venv/bin/python where it exists, else python3). Exits when all have
-# finished: 0 if every training did, else 1.
+# Runs through scripts/gpu_train.sh (MINUTES, RESUME, PYTHON as there; the results also bundled in
+# runs/gpu/bundle). Exits when all have finished: 0 if every training did, else 1.
 set -u
 cd "$(dirname "$0")/.."
-MINUTES=${MINUTES:-7}
 RUNS=${RUNS:-"long80_base cascade_keyframes cascade_tsr"}
 PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-EXTRA=()
-[ "${RESUME:-0}" = 1 ] && EXTRA+=(--resume)
-mkdir -p runs/gpu
-pids=()
-for name in $RUNS; do
-  PYTHONUNBUFFERED=1 "$PYTHON" -m lumiere train conditioning --config "configs/$name.json" \
-    --max-minutes "$MINUTES" ${EXTRA[@]+"${EXTRA[@]}"} > "runs/gpu/$name.log" 2>&1 &
-  pids+=($!)
-  echo "[gpu_train_issue19] $name: pid $!, log runs/gpu/$name.log"
-done
-rc=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || rc=1
-done
-for name in $RUNS; do
-  echo "== $name"; tail -n 2 "runs/gpu/$name.log"
-done
+jobs=()
+for name in $RUNS; do jobs+=("$name:conditioning:configs/$name.json"); done
+PYTHON=$PYTHON bash scripts/gpu_train.sh "${jobs[@]}"
+rc=$?
 if [ "${EVAL:-0}" = 1 ]; then
   mkdir -p runs/gpu/models
   cp models/lumiere/lumiere_demo_base.safetensors runs/gpu/models/

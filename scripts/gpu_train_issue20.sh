@@ -7,29 +7,13 @@
 #
 # Logs: runs/gpu/<name>.log; run folders: runs/gpu/<name>/ (train.jsonl with the distill probes, checkpoints,
 # model.safetensors: fp16, its sampling config recorded). RESUME=1 continues both runs from their last checkpoint.
-# PYTHON: the interpreter (default .venv/bin/python where it exists, else python3). Exits when both have
-# finished: 0 if both trainings did, else 1.
+# Runs through scripts/gpu_train.sh (MINUTES, RESUME, PYTHON as there; the results also bundled in
+# runs/gpu/bundle). Exits when both have finished: 0 if both trainings did, else 1.
 set -u
 cd "$(dirname "$0")/.."
-MINUTES=${MINUTES:-7}
-PYTHON=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
-RUNS="distill_base distill_ssr"
-EXTRA=()
-[ "${RESUME:-0}" = 1 ] && EXTRA+=(--resume)
-mkdir -p runs/gpu
-pids=()
-for name in $RUNS; do
-  PYTHONUNBUFFERED=1 "$PYTHON" -m lumiere train distill --config "configs/$name.json" \
-    --max-minutes "$MINUTES" ${EXTRA[@]+"${EXTRA[@]}"} > "runs/gpu/$name.log" 2>&1 &
-  pids+=($!)
-  echo "[gpu_train_issue20] $name: pid $!, log runs/gpu/$name.log"
-done
-rc=0
-for pid in "${pids[@]}"; do
-  wait "$pid" || rc=1
-done
-for name in $RUNS; do
-  echo "== $name"; tail -n 2 "runs/gpu/$name.log"
+bash scripts/gpu_train.sh distill_base:distill:configs/distill_base.json distill_ssr:distill:configs/distill_ssr.json
+rc=$?
+for name in distill_base distill_ssr; do
   grep '"event": "probe"' "runs/gpu/$name/train.jsonl" 2>/dev/null | tail -n 2
 done
 exit $rc
