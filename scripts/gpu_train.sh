@@ -13,11 +13,27 @@ MINUTES=${MINUTES:-7}
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 EXTRA=()
 [ "${RESUME:-0}" = 1 ] && EXTRA+=(--resume)  # RESUME=1: every run continues exactly from its last checkpoint
+for kv in ${SET:-}; do EXTRA+=(--set "$kv"); done  # SET="batch_size=2 threads=1": every run (a CPU check)
 BUNDLE_DIR=${BUNDLE_DIR:-runs/gpu/bundle}
 export PYTHONUNBUFFERED=1
 [[ $# -ge 1 ]] || { echo "usage: MINUTES=7 bash scripts/gpu_train.sh NAME:STAGE:CONFIG ..." >&2; exit 2; }
 mkdir -p runs/gpu "$BUNDLE_DIR"
 : >runs/gpu/rc.txt
+# MPS=1: CUDA MPS, so the runs' kernels share the GPU at once instead of taking time slices (each run is
+# launch-bound at the demo size); kept only if a CUDA client then works within a minute, else switched off
+if [ "${MPS:-0}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/lumiere-mps CUDA_MPS_LOG_DIRECTORY=/tmp/lumiere-mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && timeout 60 $PY -c "import torch; torch.ones(8, device='cuda').sum().item()"; then
+    echo "MPS: on"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "MPS: failed to start, off"
+  fi
+elif [ "${MPS:-0}" = 1 ]; then
+  echo "MPS: nvidia-cuda-mps-control not found, off"
+fi
 CORES=$(nproc)
 THREADS=$(( CORES / $# > 0 ? CORES / $# : 1 ))
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
@@ -36,6 +52,7 @@ done
 watchdog=$!
 wait "${pids[@]}"
 kill "$watchdog" 2>/dev/null
+[ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] && echo quit | nvidia-cuda-mps-control
 cat runs/gpu/rc.txt
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 files=(runs/gpu/rc.txt)

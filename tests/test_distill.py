@@ -162,3 +162,38 @@ def test_distillation_moves_the_student_toward_the_teacher(tmp_path, teachers):
         after = tr.stage.distill_probe(clips=4)
     assert after["teacher_psnr_to_data"] == before["teacher_psnr_to_data"]  # the same reference
     assert after["student_psnr_to_teacher"] > before["student_psnr_to_teacher"] + 2.0, (before, after)
+
+
+def test_student_init_continues_a_distillation(tmp_path, teachers):
+    """student_init loads an earlier student's weights (not the teacher's) and refuses a student of another grid."""
+    first = distill_spec(teachers["base"])
+    Trainer(first, out=tmp_path / "a", max_steps=3, quiet=True).run()
+    student = tmp_path / "a" / "model.safetensors"
+    tr = Trainer(distill_spec(teachers["base"], student_init=str(student)), out=tmp_path / "b", quiet=True)
+    want, teacher = load_model(student).model.state_dict(), load_model(teachers["base"]).model.state_dict()
+    got = tr.stage.bundle.model.state_dict()
+    assert all(torch.equal(got[k].float(), want[k].float()) for k in want)
+    assert not all(torch.equal(got[k].float(), teacher[k].float()) for k in teacher)
+    with pytest.raises(ValueError, match="student_init: expected a base distilled to 4 steps"):
+        Trainer(distill_spec(teachers["base"], student_init=str(student), distill_steps=4), out=tmp_path / "c",
+                quiet=True)
+    with pytest.raises(ValueError, match="student_init: expected a base distilled to 2 steps"):
+        Trainer(distill_spec(teachers["base"], student_init=str(teachers["base"])), out=tmp_path / "d", quiet=True)
+
+
+def test_data_target_trains_the_grid_on_the_clips(tmp_path, teachers):
+    """data_target 1: the loss is the v-loss against the clip itself at the grid's noise levels, so it needs no
+    teacher call (a teacher that fails if called proves it), and its value differs from the teacher-target loss."""
+    tr = Trainer(spec("distill", init=str(teachers["ssr"]), distill_steps=2, teacher_steps=4, teacher_cfg=1.0,
+                      data_target=1.0), out=tmp_path / "data", quiet=True)
+
+    def no_teacher(*a, **k):
+        raise AssertionError("the teacher was called")
+    tr.stage.teacher_target = no_teacher
+    data_loss = float(tr.stage.loss(torch.Generator().manual_seed(0)).detach())
+    tr2 = Trainer(spec("distill", init=str(teachers["ssr"]), distill_steps=2, teacher_steps=4, teacher_cfg=1.0),
+                  out=tmp_path / "teacher", quiet=True)
+    teacher_loss = float(tr2.stage.loss(torch.Generator().manual_seed(0)).detach())
+    assert data_loss > 0 and teacher_loss > 0 and abs(data_loss - teacher_loss) > 1e-6
+    with pytest.raises(ValueError, match="data_target: expected a fraction in 0..1, got 1.5"):
+        Trainer(spec("distill", init=str(teachers["ssr"]), data_target=1.5), out=tmp_path / "x", quiet=True)

@@ -85,6 +85,11 @@ class TrainSpec:
     teacher_steps: int = _key(32, "distill: the teacher's DDIM steps over the same range, a multiple of "
                                   "`distill_steps` (each K/N of them are one student step's target)")
     teacher_cfg: float = _key(4.0, "distill: the teacher's classifier-free guidance scale, folded into the student")
+    student_init: str = _key("", "distill: continue from this student (an export of the same kind of distillation: "
+                                 "same teacher role and `distill_steps`); empty: the student starts as the teacher")
+    data_target: float = _key(0.0, "distill: the fraction of examples whose target is the clip itself instead of the "
+                                   "teacher's landing point (1: the grid is trained on data alone, no teacher calls; "
+                                   "for the SSR, where the data's posterior mean is what PSNR rewards)")
     batch_size: int = _key(8, "clips (or images) per step and process")
     lr: float = _key(5e-4, "AdamW learning rate after warm-up")
     warmup: int = _key(100, "linear warm-up steps")

@@ -464,9 +464,15 @@ class DistillStage(TemporalStage):
         cfg.sampling = {"steps": n, "cfg": 1.0, "sampler": "ddim", "scheduler": "trailing",
                         "sigmas": [float(s) for s in student_sigmas],
                         "distilled": {"teacher_steps": k, "teacher_cfg": spec.teacher_cfg, "teacher": spec.init,
-                                      "method": "guidance-folded multi-step distillation on a fixed DDIM grid"}}
+                                      "method": "guidance-folded multi-step distillation on a fixed DDIM grid"
+                                      if spec.data_target < 1 else "the fixed DDIM grid trained on the data alone",
+                                      "data_target": spec.data_target}}
         if cfg.role == "ssr":
             cfg.sampling["denoise"] = 1.0  # the grid from pure noise
+        if not 0.0 <= spec.data_target <= 1.0:
+            raise ValueError(f"data_target: expected a fraction in 0..1, got {spec.data_target}")
+        if spec.student_init:
+            load_student(init.model, spec.student_init, cfg.role, n)
         self.bundle = LumiereBundle(init.model, init.text_encoder, cfg)
         self.trainable = list(init.model.parameters())
         self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
@@ -526,9 +532,14 @@ class DistillStage(TemporalStage):
         shape = (-1,) + (1,) * (x0.ndim - 1)
         s, s_next = grid[i * self.every], grid[(i + 1) * self.every]
         x = x0 + s.view(shape) * noise
-        target = self.teacher_target(x, i, ctx.to(self.device), uctx.to(self.device), cond)
-        r = (s_next / s).view(shape)
-        x0_star = (target - r * x) / (1 - r)  # the student's DDIM step lands on the target iff D = x0_star
+        p = self.spec.data_target
+        if p < 1.0:
+            target = self.teacher_target(x, i, ctx.to(self.device), uctx.to(self.device), cond)
+            r = (s_next / s).view(shape)
+            x0_star = (target - r * x) / (1 - r)  # the student's DDIM step lands on the target iff D = x0_star
+        if p > 0.0:  # these examples' target is the clip itself (drawn only then: p = 0 keeps the old stream)
+            on_data = (torch.rand(b, generator=generator) < p).to(self.device).view(shape)
+            x0_star = x0 if p >= 1.0 else torch.where(on_data, x0, x0_star)
         t = vesigma_to_t(s)
         alpha, sigma = (v.view(shape) for v in alpha_sigma(t))
         x_t = alpha * x
@@ -577,6 +588,17 @@ class DistillStage(TemporalStage):
         return {"student_psnr_to_teacher": round(_psnr(student, teacher), 2),
                 "student_psnr_to_data": round(_psnr(student, x0), 2),
                 "teacher_psnr_to_data": round(_psnr(teacher, x0), 2), **extra, "student_steps": rec["steps"]}
+
+
+def load_student(model: torch.nn.Module, path: str, role: str, steps: int) -> None:
+    """Continue a distillation: the student weights of `path` into `model` (the teacher's copy), checked to be a
+    student of the same kind (role, `distill_steps`)."""
+    student = load_model(path)
+    rec = student.config.sampling or {}
+    if student.config.role != role or "distilled" not in rec or rec.get("steps") != steps:
+        raise ValueError(f"student_init: expected a {role} distilled to {steps} steps, got {path} (role "
+                         f"{student.config.role!r}, sampling {rec.get('steps', 'not distilled')} steps)")
+    model.load_state_dict(student.model.state_dict())
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
