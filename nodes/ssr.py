@@ -13,7 +13,7 @@ from ..lumiere.multidiffusion import FUSE_METHODS, MultiDiffusionDenoiser, windo
 from ..lumiere.pipeline import SSR_DENOISE, upsample_video
 from .comfy_model import COND_KEY, check_memory, check_video_shape, lumiere_config
 from .latent import frames_to_video, latent_video, video_to_frames
-from .sampler import run_sampler, sampling_inputs
+from .sampler import core_sampling, run_sampler, sampling_inputs
 from .search import aliases
 
 
@@ -74,6 +74,11 @@ class LumiereSSRUpscale(io.ComfyNode):
                                 tooltip="Instead of frames: a Lumiere video latent [B, 3, T, H, W] (e.g. the "
                                         "sampler's), whose B videos are upscaled apart (windows never straddle "
                                         "two videos)."),
+                io.Boolean.Input("model_defaults", default=False, optional=True,
+                                 tooltip="Upscale at the model's own settings instead of the steps / cfg / "
+                                         "sampler / scheduler / denoise widgets: what a distilled SSR records "
+                                         "(e.g. 2 steps, cfg 1, ddim, sgm_uniform, denoise 1), else 20 steps, "
+                                         "cfg 1, ddim, normal, denoise 0.3. The Loader's info says them."),
             ],
             outputs=[io.Image.Output(display_name="frames",
                                      tooltip="The upscaled frames; several videos one after another."),
@@ -82,11 +87,15 @@ class LumiereSSRUpscale(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, scale, window, overlap, fuse, seed, steps, cfg, sampler_name,
-                scheduler, frames=None, denoise=SSR_DENOISE, latent=None) -> io.NodeOutput:
+                scheduler, frames=None, denoise=SSR_DENOISE, latent=None, model_defaults=False) -> io.NodeOutput:
         config = lumiere_config(model)
         if config.conditioning != "lowres":
             raise ValueError(f"model: expected an SSR checkpoint (conditioning 'lowres'), got a {config.role!r} "
                              f"model")
+        if model_defaults:
+            d = core_sampling(config)
+            steps, cfg, sampler_name, scheduler, denoise = (d["steps"], d["cfg"], d["sampler_name"], d["scheduler"],
+                                                            d["denoise"])
         if scale != config.scale:
             logging.warning("Lumiere SSR: scale %d differs from the %d the model was trained for", scale,
                             config.scale)

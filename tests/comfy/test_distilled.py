@@ -81,3 +81,34 @@ def test_core_ksampler_runs_the_distilled_model_as_the_library(pack, n, distille
     node = n.sampler.LumiereSampler.execute(model, pos, neg, latent, 3, 25, 4.0, "euler", "normal", 1.0,
                                             model_defaults=True).args[0]["samples"]
     torch.testing.assert_close(node.clamp(-1, 1), lib, rtol=0, atol=2e-3)
+
+
+def test_ssr_upscale_at_the_model_defaults_of_a_distilled_ssr(pack, n):
+    """Lumiere SSR Upscale with model_defaults ignores its steps / cfg / sampler / scheduler / denoise widgets and
+    runs the SSR's recorded grid (2 trailing steps from pure noise): the library's `upscale` at the model's
+    defaults, in 2 calls per window."""
+    from lumiere_pack_under_test.lumiere.diffusion.samplers import trailing_sigmas
+    from lumiere_pack_under_test.lumiere.pipeline import upscale
+    path = pack.models_dir / "tiny_ssr_2step.safetensors"
+    if not path.exists():
+        bundle = pack.lumiere.load_model(pack.models_dir / "tiny_ssr.safetensors")
+        c = bundle.config
+        c.sampling = {"steps": 2, "cfg": 1.0, "sampler": "ddim", "scheduler": "trailing", "denoise": 1.0,
+                      "sigmas": trailing_sigmas(2, c.sigma_min, c.sigma_max).tolist(),
+                      "distilled": {"teacher_steps": 2, "teacher_cfg": 1.0}}
+        pack.lumiere.save_model(path, bundle)
+    model, clip = n.loader.LumiereLoader.execute(path.name).args[:2]
+    low = torch.rand(4, 8, 8, 3, generator=torch.Generator().manual_seed(0))
+    calls = []
+    handle = model.model.diffusion_model.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
+    try:
+        node = n.ssr.LumiereSSRUpscale.execute(model, encode(clip, "x"), encode(clip, ""), scale=2, window=4,
+                                               overlap=2, fuse="ramped", seed=3, steps=17, cfg=3.0,
+                                               sampler_name="euler", scheduler="karras", frames=low, denoise=0.3,
+                                               model_defaults=True).args[1]["samples"]
+    finally:
+        handle.remove()
+    assert sum(calls) == 2  # one window, 2 steps, cfg 1
+    lib = upscale(pack.lumiere.load_model(path), low.permute(3, 0, 1, 2)[None] * 2 - 1, "x", window=4, overlap=2,
+                  fuse="ramped", seed=3)
+    torch.testing.assert_close(node, lib, rtol=0, atol=2e-3)
