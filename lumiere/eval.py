@@ -57,8 +57,8 @@ from .distill_eval import distill_section
 from .memory import peak_bytes
 from .metrics import (JUMP_SPEED_FACTOR, adherence, analyse, bicubic_video, boundary_spike, camera_motion,
                       data_max_speed, flicker, ground_truth, jumps, object_pixels, psnr, seam_ratio, ssr_ground_truth)
-from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, upsample_video,
-                       upscale)
+from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, sampling_defaults,
+                       upsample_video, upscale)
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "heldout"  # scripts/fetch_photos.py
@@ -679,11 +679,13 @@ def photo_section(run: EvalRun) -> dict:
             continue
         ssr = load_model(run.models / name, run.device)
         win = ssr.config.num_frames
-        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2, steps=steps,
-                                seed=run.seed + i).cpu() for i in range(n)])
+        own = sampling_defaults(ssr.config) if ssr.config.sampling else {}  # a distilled SSR: its recorded grid
+        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2,
+                                steps=own.get("steps", steps), seed=run.seed + i).cpu() for i in range(n)])
         run.videos[f"photo_ssr_{key}"] = up
         ssr_out[key] = {"model": name, "psnr": round(psnr(up, hi), 2),
-                        "gain_over_bicubic_db": round(psnr(up, hi) - ssr_out["psnr_bicubic"], 2)}
+                        "gain_over_bicubic_db": round(psnr(up, hi) - ssr_out["psnr_bicubic"], 2),
+                        **({"steps": own["steps"], "denoise": own["denoise"]} if own else {})}
     out["ssr"] = ssr_out
     return out
 

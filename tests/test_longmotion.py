@@ -3,6 +3,7 @@ training stage's mixture and fixed keyframe stride, the temporal cascade and the
 import math
 import shutil
 
+import pytest
 import torch
 
 from lumiere.cascade import generate_cascade
@@ -177,3 +178,29 @@ def test_whole_clip_subset_is_balanced_and_the_default_is_the_full_set():
     assert set(s["motion"] for s in per) == set(PERIODIC_MOTIONS)  # every motion
     assert set(s["event"] for s in ev) == set(EVENTS) and len(set(s["direction"] for s in ev)) == 2
     assert whole_clip_specs(1, 24, 16) and sorted(map(str, whole_clip_specs(1, 24, 16))) == sorted(map(str, full))
+
+
+def test_short_clips_mix_short_steps_at_the_datas_own_speed():
+    """short_clips: that fraction of steps trains on short_frames-frame clips without long motion (every caption
+    the plain shapes'), the rest on the long clips; a bad fraction or frame count is refused by name."""
+    spec = {"stage": "conditioning", "preset": "tiny", "init": "", "data": {"long_motion": 0.5},
+            "tasks": {"text": 1.0}, "batch_size": 2, "seed": 0, "short_clips": 0.5, "short_frames": 8,
+            "model": {"num_frames": 16, "fps": 16}}
+    t2i = get_preset("tiny")
+    t2i.temporal, t2i.role, t2i.conditioning = None, "t2i", "none"
+    t2i.unet.in_channels = 3
+    t2i.text.vocab = tuple(VOCAB)
+    stage = build_stage(spec, init_bundle=build_bundle(t2i))
+    x, caps, _ = stage.short_data.clips(16, torch.Generator().manual_seed(0))
+    assert x.shape[2] == 8 and not any(w in c for c in caps for w in ("swings", "bobs", "orbits", "crosses"))
+    frames = []
+    hook = stage.bundle.model.register_forward_pre_hook(lambda m, a: frames.append(a[0].shape[2]))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(12):
+        stage.loss(g)
+    hook.remove()
+    assert set(frames) == {8, 16} and 2 <= frames.count(8) <= 10, frames
+    for bad, match in (({"short_clips": 1.0}, "short_clips: expected a fraction between 0 and 1, got 1.0"),
+                       ({"short_frames": 7}, "short_frames: expected a positive multiple of 2")):
+        with pytest.raises(ValueError, match=match):
+            build_stage({**spec, **bad}, init_bundle=build_bundle(t2i))

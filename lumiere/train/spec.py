@@ -75,6 +75,10 @@ class TrainSpec:
                               factory=dict)
     keyframe_stride: int = _key(0, "the `keyframes` task: known frames every N-th frame from a random phase 0..N-1 "
                                    "(the temporal cascade's TSR; 0: first + last, sometimes one in between)")
+    short_clips: float = _key(0.0, "temporal / conditioning: the fraction of steps whose batch is `short_frames`-frame "
+                                   "clips of the data without long motion, at the data's own speed (a long-clip "
+                                   "model that keeps making the short clips of the model it grew from)")
+    short_frames: int = _key(16, "short_clips: frames of those clips (a multiple of the model's frame multiple)")
     train_conv_in: bool = _key(True, "with `tasks`: also train the (widened) input conv")
     unfreeze: list = _key(None, "T2I parameter-name prefixes also fine-tuned (a documented deviation from the "
                                 "paper's frozen T2I), at `lr * lr_t2i_scale`", factory=list)

@@ -6,9 +6,9 @@ noise levels, noise, task masks) from the one `generator`, so a step is a pure f
 """
 from __future__ import annotations
 
-import os
-
 import copy
+import dataclasses
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -268,6 +268,16 @@ class TemporalStage(Stage):
         self.lr_scales = [1.0] * (len(self.trainable) - len(self.extra)) + \
             [spec.lr_t2i_scale] * len(self.extra)
         self.data = make_dataset(spec.data, cfg.num_frames, cfg.resolution, cfg.fps)
+        self.short_data = None
+        if spec.short_clips:
+            if not 0.0 < spec.short_clips < 1.0:
+                raise ValueError(f"short_clips: expected a fraction between 0 and 1, got {spec.short_clips}")
+            multiple = model.frame_multiple
+            if spec.short_frames < 1 or spec.short_frames % multiple:
+                raise ValueError(f"short_frames: expected a positive multiple of {multiple} (the model's frame "
+                                 f"multiple), got {spec.short_frames}")
+            self.short_data = make_dataset(dataclasses.replace(spec.data, long_motion=0.0), spec.short_frames,
+                                           cfg.resolution, cfg.fps)
 
     def make_cond(self, x0: torch.Tensor, generator: torch.Generator, specs: list[dict] | None = None):
         """A <C, M> per clip from the task mixture (weights `tasks`; `camera_tasks` for camera clips)."""
@@ -319,7 +329,10 @@ class TemporalStage(Stage):
         return cond_lib.pack(C, M)
 
     def loss(self, generator):
-        x0, caps, specs = self.data.clips(self.batch_size, generator)
+        data = self.data
+        if self.short_data is not None and float(torch.rand(1, generator=generator)) < self.spec.short_clips:
+            data = self.short_data  # this step: short clips (drawn only with short_clips: the old stream otherwise)
+        x0, caps, specs = data.clips(self.batch_size, generator)
         ctx = self.context(caps, generator)
         cond = self.make_cond(x0, generator, specs) if self.tasks else None
         t = self.noise_levels(x0.shape[0], generator)
