@@ -157,27 +157,23 @@ def forward_comparison(preset: str, frames, resolution: int | None, repeats: int
 
 
 def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | None, log=None) -> dict:
-    """One temporal-stage step (frozen T2I, text-to-video, bf16 autocast, channels_last) through the Trainer."""
-    import tempfile
-
+    """One temporal-stage step (frozen T2I, text-to-video, bf16 autocast, channels_last): `TrainState.train_step`."""
     from .checkpoint import build_bundle
     from .configs import get_preset
     from .data.procedural import VOCAB
-    from .train.trainer import Trainer
+    from .train.trainer import TrainState
 
     cfg = get_preset(preset)  # a fresh copy
     cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
     cfg.unet.in_channels = 3
     cfg.text.vocab = tuple(VOCAB)
-    spec = {"stage": "temporal", "preset": preset, "batch_size": batch, "bf16": True, "seed": 0, "t_power": 0.5, "log_every": 10 ** 9,
-            "checkpoint_minutes": 10 ** 6}
+    spec = {"stage": "temporal", "preset": preset, "batch_size": batch, "bf16": True, "seed": 0, "t_power": 0.5}
     import torch
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory() as d:
-        trainer = Trainer(spec, out=d, quiet=True, init_bundle=build_bundle(cfg))
-        torch.set_num_threads(threads)  # the Trainer sets its own default; the bench's --threads rules here
-        flops = count_flops(trainer.train_step)
-        sec = median_seconds(trainer.train_step, repeats)
+    state = TrainState(spec, init_bundle=build_bundle(cfg))
+    torch.set_num_threads(threads)  # the spec sets its own default; the bench's --threads rules here
+    flops = count_flops(state.train_step)
+    sec = median_seconds(state.train_step, repeats)
     gflops = flops / sec / 1e9
     out = {"batch": batch, "frames": cfg.num_frames, "size": cfg.resolution, "seconds": round(sec, 3),
            "gflop_per_step": round(flops / 1e9, 2), "gflops": round(gflops, 1)}

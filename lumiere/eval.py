@@ -32,6 +32,7 @@ Everything is seeded and measured from pixels (the readers of `lumiere.metrics`)
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import operator
@@ -43,22 +44,28 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import conditioning as cond_lib
 from .bench import count_flops
 from .cascade import generate_cascade
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
+from .data.camera import CAMERA_CLIPS_PER_PHOTO, camera_clips
 from .data.longmotion import PERIOD_SECONDS, LongMotionClips, heldout_events, heldout_periodic, long_caption
-from .data.procedural import BG_NAMES, COLOURS, DIR_VEC, ProceduralClips, caption, heldout_combos
+from .data.procedural import BG_NAMES, DIR_VEC, caption, eval_specs, heldout_combos
 from .data.real import CLIP_CAPTION, RealClips
+from .data.style import style_statistic, style_transform
 from .distill_eval import distill_section
 from .memory import peak_bytes
-from .metrics import (JUMP_SPEED_FACTOR, adherence, analyse, bicubic_video, boundary_spike, camera_motion,
-                      data_max_speed, flicker, ground_truth, jumps, object_pixels, psnr, seam_ratio, ssr_ground_truth)
-from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, sampling_defaults,
-                       upsample_video, upscale)
+from .metrics import (JUMP_SPEED_FACTOR, adherence, analyse, bicubic_video, boundary_spike, camera_figures,
+                      data_max_speed, flicker, ground_truth, jumps, object_pixels, psnr, seam_ratio,
+                      ssr_ground_truth)
+from .models.unet2d import UNet2D
+from .multidiffusion import window_starts
+from .pipeline import (SSR_DENOISE, downsample_video, generate, generate_extended, generate_long, run_batches,
+                       sampling_defaults, upsample_video, upscale)
+from .stylize import stylize
+from .train.trainer import TrainState
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1] / "models" / "lumiere"
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1] / "data" / "photos" / "heldout"  # scripts/fetch_photos.py
@@ -67,96 +74,6 @@ PHOTO_BASE, PHOTO_SSR = "lumiere_photo_base.safetensors", "lumiere_photo_ssr.saf
 LONG80, CASCADE_KEYFRAMES = "lumiere_long80_base.safetensors", "lumiere_cascade_keyframes.safetensors"
 CASCADE_TSR, WINDOWS16 = "lumiere_cascade_tsr.safetensors", "lumiere_windows16_base.safetensors"
 DEFAULT_REAL = Path(__file__).resolve().parents[1] / "data" / "real"  # scripts/fetch_media.py
-
-
-# ---- measuring objects from pixels ----------------------------------------------------------------------------
-
-
-def probe_videos(bundle: LumiereBundle, prompts: list[str], steps: int, cfg: float, seed: int, batch: int,
-                 **per_clip: torch.Tensor) -> torch.Tensor:
-    """The training probes' samples: `prompts` in batches (clip i seeded seed + i, per-clip tensors such as C
-    and M sliced with their batch), in eval mode, the model's mode restored after."""
-    was_training = bundle.model.training
-    bundle.model.eval()
-    try:
-        return torch.cat(run_batches(
-            lambda p, i: generate(bundle, p, steps=steps, cfg=cfg, seed=seed + i,
-                                  **{k: v[i:i + len(p)] for k, v in per_clip.items()}).cpu(), prompts, batch))
-    finally:
-        bundle.model.train(was_training)
-
-
-def motion_probe(bundle: LumiereBundle, clips: int = 24, steps: int = 20, cfg: float = 4.0, seed: int = 0,
-                 batch: int = 4) -> dict:
-    """The training-time probe of motion: held-out text-to-video clips -> direction, colour, shape accuracy and
-    the fraction of clips with a jump. `clips` is rounded up to whole passes over the 12 held-out combos."""
-    c = bundle.config
-    per_combo = max(1, math.ceil(clips / len(heldout_combos())))
-    specs = eval_specs(per_combo)
-    prompts = [caption(**s) for s in specs]
-    vids = probe_videos(bundle, prompts, steps, cfg, seed, batch)
-    a = [analyse(x) for x in vids]
-    speed = data_max_speed(c.resolution, c.num_frames)
-    jmp = [jumps(x, speed) for x in vids]
-    row = adherence(a, specs)
-    return {"clips": len(specs), "direction_acc": row["direction_acc"], "colour_acc": row["colour_acc"],
-            "shape_acc": row["shape_acc"], "jump_rate": round(sum(j["jump"] for j in jmp) / len(jmp), 4),
-            "static_or_empty": row["static_or_empty"], "mean_travel_px": row["mean_travel_px"],
-            "flicker": round(flicker(vids), 4)}
-
-
-# ---- measuring camera motion (the camera clips: `lumiere.data.camera`) ------------------------------------------
-CAMERA_CLIPS_PER_PHOTO = 6  # one per camera motion
-
-
-def camera_clips(photos: str | Path | None, size: int, frames: int, seed: int,
-                 per_source: int = CAMERA_CLIPS_PER_PHOTO, sources: int = 0):
-    """Held-out camera clips: `per_source` camera motions (all six at the default) over each held-out photo (or,
-    without photos, over 4 seeded textures), the motions rotating over the sources -> (video (n, 3, t, s, s),
-    captions, specs). `sources` > 0: that many photos, evenly spaced in sorted order (a quicker probe)."""
-    from .data.camera import CAMERA_MOTIONS, CameraClips, camera_caption
-    folder = Path(photos) if photos else None
-    data = CameraClips(size=size, frames=frames, photos=folder if folder and folder.is_dir() else None)
-    g = torch.Generator().manual_seed(10_000 + seed)
-    n_sources = len(data.files) or 4
-    picks = range(n_sources)
-    if 0 < sources < n_sources:
-        picks = [k * n_sources // sources for k in range(sources)]
-    vids, specs = [], []
-    for j in picks:
-        src = data.photo(j, size) if data.files else data.texture(g, size)
-        name = data.files[j].name if data.files else f"texture{j}"
-        for i in range(per_source):
-            motion = CAMERA_MOTIONS[(i + j) % len(CAMERA_MOTIONS)]
-            u = torch.rand(4, generator=g)
-            vids.append(data.render(src, motion, u, frames, size, flip=False))
-            specs.append({"camera": motion, "source": name})
-    return torch.stack(vids), [camera_caption(s["camera"]) for s in specs], specs
-
-
-def camera_figures(videos: torch.Tensor, gt: torch.Tensor, specs: list[dict]) -> dict:
-    """Direction accuracy (6 motions), frame-0 PSNR, and the continuation's PSNR against the true clip next to
-    the frozen first frame's (a model that moves the right way beats the still frame)."""
-    reads = [camera_motion(v)["motion"] for v in videos]
-    still = gt[:, :, :1].expand_as(gt)
-    return {"direction_acc": round(sum(r == s["camera"] for r, s in zip(reads, specs)) / len(specs), 4),
-            "static": round(sum(r == "static" for r in reads) / len(reads), 4),
-            "frame0_psnr": round(psnr(videos[:, :, 0], gt[:, :, 0]), 2),
-            "continuation_psnr": round(psnr(videos[:, :, 1:], gt[:, :, 1:]), 2),
-            "still_frame_psnr": round(psnr(still[:, :, 1:], gt[:, :, 1:]), 2),
-            "reads": reads}
-
-
-def camera_probe(bundle: LumiereBundle, photos: str | Path | None = None, steps: int = 20, cfg: float = 4.0,
-                 seed: int = 0, batch: int = 4, per_source: int = CAMERA_CLIPS_PER_PHOTO, sources: int = 0) -> dict:
-    """Image-to-video on held-out camera clips (the model's own output, no replacement): the training probe of
-    the camera motions (`sources` > 0: over that many of the photos)."""
-    c = bundle.config
-    gt, prompts, specs = camera_clips(photos, c.resolution, c.num_frames, seed, per_source, sources)
-    C, M = cond_lib.image_to_video(gt[:, :, 0], c.num_frames)
-    vids = probe_videos(bundle, prompts, steps, cfg, seed, batch, C=C, M=M)
-    figs = camera_figures(vids, gt, specs)
-    return {f"camera_{k}": v for k, v in figs.items() if k != "reads"} | {"camera_clips": len(specs)}
 
 
 # ---- the targets: one declarative table; `summary` and `met` are derived from it ---------------------------------
@@ -294,24 +211,9 @@ def targets_table() -> list[dict]:
 
 
 # ---- the evaluation ---------------------------------------------------------------------------------------------
-def eval_specs(n_per_combo: int) -> list[dict]:
-    out = []
-    for k in range(n_per_combo):
-        for i, (c, s, d) in enumerate(heldout_combos()):
-            out.append(dict(colour=c, shape=s, direction=d, background=BG_NAMES[(i + k) % 2]))  # black / gray
-    return out
-
-
 def t2i_bundle(base: LumiereBundle) -> LumiereBundle:
     """The per-frame baseline: the base model's own T2I weights, applied frame by frame (no temporal layers)."""
     return LumiereBundle(base.model.unet, base.text_encoder, base.config)
-
-
-def run_batches(fn, items: list, batch: int) -> list:
-    out = []
-    for i in range(0, len(items), batch):
-        out.append(fn(items[i:i + batch], i))
-    return out
 
 
 # clips per figure (full run / --quick)
@@ -471,7 +373,6 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
 
 def frames_section(run: EvalRun) -> dict:
     """Keyframes (first + last known: interpolation), loops, extension, and long videos with prompt travel."""
-    from .multidiffusion import window_starts
     n = 2 if run.quick else FRAME_TASK_CLIPS
     g, prompts, specs, T = run.gt[:n], run.prompts[:n], run.specs[:n], run.frames
     steps = run.steps
@@ -541,8 +442,6 @@ def stylization_section(run: EvalRun) -> dict:
     """The style statistic (warmth) against alpha, and colour / shape accuracy at STYLE_ACCURACY_ALPHAS (does the
     stylized model still draw what the prompt asks?). Alpha 0 is the base model bit for bit: its clips are the
     text-to-video section's."""
-    from .stylize import stylize
-    from .data.style import style_statistic, style_transform
     run.log("[eval] stylization")
     style = load_model(run.models / STYLE)
     sd = style.model.state_dict()
@@ -961,25 +860,18 @@ def _evaluate(models, quick: bool, seed: int, log, per_combo: int, sections: set
 def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) -> dict:
     """Temporal-stage loss after `steps` steps from the base's T2I weights: identity-initialized temporal
     resampling (the paper) vs He-initialized; the same data, noise levels and noise for both."""
-    import copy
-
-    from .checkpoint import LumiereBundle as LB
-    from .models.unet2d import UNet2D
-    from .train.trainer import Trainer
     out = {"steps": steps, "batch_size": batch}
     for mode in ("identity", "he"):
         unet = UNet2D(copy.deepcopy(base.model.unet.cfg))
         unet.load_state_dict(base.model.unet.state_dict())
         cfg = copy.deepcopy(base.config)
         cfg.temporal, cfg.role = None, "t2i"
-        init = LB(unet, copy.deepcopy(base.text_encoder), cfg)
+        init = LumiereBundle(unet, copy.deepcopy(base.text_encoder), cfg)
         spec = {"stage": "temporal", "preset": cfg.preset, "init_mode": mode,
                 "batch_size": batch, "lr": 8e-4, "warmup": 5, "t_power": 0.5, "seed": seed, "bf16": True,
-                "tasks": {"text": 1.0}, "log_every": 10 ** 9, "checkpoint_minutes": 10 ** 6}
-        import tempfile
-        with tempfile.TemporaryDirectory() as d:
-            tr = Trainer(spec, out=d, quiet=True, init_bundle=init)  # the in-memory start, beside the spec
-            losses = [tr.train_step() for _ in range(steps)]
+                "tasks": {"text": 1.0}}
+        state = TrainState(spec, init_bundle=init)  # the in-memory start, beside the spec
+        losses = [state.train_step() for _ in range(steps)]
         k = max(1, steps // 3)
         out[mode] = {"first_loss": round(losses[0], 5), "mean_loss_last_third": round(sum(losses[-k:]) / k, 5)}
     return out

@@ -255,3 +255,16 @@ def boundary_spike(video: torch.Tensor, boundaries: list[int]) -> float:
     d = frame_diffs(video)
     inner = [d[k] for k in range(len(d)) if k not in boundaries]
     return float(torch.stack([d[k] for k in boundaries]).mean() / torch.stack(inner).mean())
+
+
+def camera_figures(videos: torch.Tensor, gt: torch.Tensor, specs: list[dict]) -> dict:
+    """Direction accuracy (6 motions), frame-0 PSNR, and the continuation's PSNR against the true clip next to
+    the frozen first frame's (a model that moves the right way beats the still frame)."""
+    reads = [camera_motion(v)["motion"] for v in videos]
+    still = gt[:, :, :1].expand_as(gt)
+    return {"direction_acc": round(sum(r == s["camera"] for r, s in zip(reads, specs)) / len(specs), 4),
+            "static": round(sum(r == "static" for r in reads) / len(reads), 4),
+            "frame0_psnr": round(psnr(videos[:, :, 0], gt[:, :, 0]), 2),
+            "continuation_psnr": round(psnr(videos[:, :, 1:], gt[:, :, 1:]), 2),
+            "still_frame_psnr": round(psnr(still[:, :, 1:], gt[:, :, 1:]), 2),
+            "reads": reads}

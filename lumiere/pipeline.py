@@ -339,3 +339,11 @@ def generate_extended(bundle: LumiereBundle, prompts: str | list, num_frames: in
         new = min(window - context, num_frames - video.shape[2])
         video = torch.cat([video, part[:, :, context:context + new]], dim=2)
     return video
+
+
+def run_batches(fn, items: list, batch: int) -> list:
+    """fn(items[i:i + batch], i) for each batch of `items` (i: the index of its first item, e.g. its seed offset)."""
+    out = []
+    for i in range(0, len(items), batch):
+        out.append(fn(items[i:i + batch], i))
+    return out

@@ -24,7 +24,8 @@ from lumiere.checkpoint import load_model  # noqa: E402
 from lumiere.compute import set_threads  # noqa: E402
 from lumiere.data.procedural import caption  # noqa: E402
 from lumiere.distill_eval import STUDENT_MORE_STEPS, interleaved  # noqa: E402
-from lumiere.eval import BASE, DEFAULT_MODELS, SSR, eval_specs  # noqa: E402
+from lumiere.data.procedural import eval_specs  # noqa: E402
+from lumiere.eval import BASE, DEFAULT_MODELS, SSR  # noqa: E402
 from lumiere.metrics import (analyse, bicubic_video, data_max_speed, ground_truth, jumps,  # noqa: E402
                              ssr_ground_truth)
 from lumiere.pipeline import sampling_defaults, upscale  # noqa: E402

@@ -16,8 +16,7 @@ asyncio.run(pack.comfy_entrypoint())
 n = pack.nodes
 path = str(ROOT / "models/lumiere/lumiere_demo_base.safetensors")
 prompt = "a red circle moving left on black"
-from lumiere.data.procedural import caption
-from lumiere.eval import eval_specs
+from lumiere.data.procedural import caption, eval_specs
 from lumiere.metrics import adherence, analyse
 def clip_of(model, clip, text=prompt, seed=7):
     enc = lambda t: clip.encode_from_tokens_scheduled(clip.tokenize(t))

@@ -8,10 +8,9 @@ from safetensors.torch import load_file
 
 from lumiere.checkpoint import load_model
 from lumiere.data.camera import (CAMERA_MOTIONS, CAMERA_VOCAB, CONTENT_MOTION, CameraClips, MixedClips,
-                                 camera_caption, image_files)
+                                 camera_caption, camera_clips, image_files)
 from lumiere.data.procedural import ProceduralClips
-from lumiere.eval import camera_clips, camera_figures
-from lumiere.metrics import camera_motion
+from lumiere.metrics import camera_figures, camera_motion
 from lumiere.models.text import UNK, extend_vocab
 from lumiere.train.stages import build_stage
 from lumiere.train.trainer import Trainer

@@ -215,3 +215,31 @@ class MixedClips:
         video, caps, specs = self.clips(n, generator, size=size)
         idx = torch.randint(video.shape[2], (n,), generator=generator)
         return video[torch.arange(n), :, idx], caps, specs
+
+
+# ---- the held-out camera clips (the eval's camera section and the training probe) ----
+CAMERA_CLIPS_PER_PHOTO = 6  # one per camera motion
+
+
+def camera_clips(photos: str | Path | None, size: int, frames: int, seed: int,
+                 per_source: int = CAMERA_CLIPS_PER_PHOTO, sources: int = 0):
+    """Held-out camera clips: `per_source` camera motions (all six at the default) over each held-out photo (or,
+    without photos, over 4 seeded textures), the motions rotating over the sources -> (video (n, 3, t, s, s),
+    captions, specs). `sources` > 0: that many photos, evenly spaced in sorted order (a quicker probe)."""
+    folder = Path(photos) if photos else None
+    data = CameraClips(size=size, frames=frames, photos=folder if folder and folder.is_dir() else None)
+    g = torch.Generator().manual_seed(10_000 + seed)
+    n_sources = len(data.files) or 4
+    picks = range(n_sources)
+    if 0 < sources < n_sources:
+        picks = [k * n_sources // sources for k in range(sources)]
+    vids, specs = [], []
+    for j in picks:
+        src = data.photo(j, size) if data.files else data.texture(g, size)
+        name = data.files[j].name if data.files else f"texture{j}"
+        for i in range(per_source):
+            motion = CAMERA_MOTIONS[(i + j) % len(CAMERA_MOTIONS)]
+            u = torch.rand(4, generator=g)
+            vids.append(data.render(src, motion, u, frames, size, flip=False))
+            specs.append({"camera": motion, "source": name})
+    return torch.stack(vids), [camera_caption(s["camera"]) for s in specs], specs

@@ -150,3 +150,12 @@ class ProceduralClips:
         video, caps, specs = self.clips(n, generator, size=size)
         idx = torch.randint(video.shape[2], (n,), generator=generator)
         return video[torch.arange(n), :, idx], caps, specs
+
+
+def eval_specs(n_per_combo: int) -> list[dict]:
+    """The held-out evaluation clips: every held-out combo `n_per_combo` times, backgrounds alternating."""
+    out = []
+    for k in range(n_per_combo):
+        for i, (c, s, d) in enumerate(heldout_combos()):
+            out.append(dict(colour=c, shape=s, direction=d, background=BG_NAMES[(i + k) % 2]))  # black / gray
+    return out

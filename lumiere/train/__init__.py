@@ -10,9 +10,9 @@ from ..compute import keep_freed_memory
 from ..errors import InputError, as_input_error
 from .spec import TrainSpec, load_spec
 from .stages import STAGES, build_stage
-from .trainer import Trainer
+from .trainer import Trainer, TrainState
 
-__all__ = ["STAGES", "TrainSpec", "Trainer", "add_train_args", "build_stage", "load_spec", "train_command"]
+__all__ = ["STAGES", "TrainSpec", "TrainState", "Trainer", "add_train_args", "build_stage", "load_spec", "train_command"]
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

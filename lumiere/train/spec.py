@@ -117,7 +117,7 @@ class TrainSpec:
     log_every: int = _key(20, "steps between loss-log records")
     tqdm_interval: float = _key(10.0, "seconds between progress-bar refreshes")
     probe_minutes: float = _key(0.0, "minutes between held-out motion probes logged to train.jsonl (0: off)")
-    probe: dict = _key(None, "probe options: `clips`, `steps`, `cfg` (`lumiere.eval.motion_probe`), `motion` (false: "
+    probe: dict = _key(None, "probe options: `clips`, `steps`, `cfg` (`lumiere.train.probes.motion_probe`), `motion` (false: "
                              "no shapes probe), `camera_photos` (a folder: the camera probe too), `camera_sources` "
                              "(over that many of its photos)", factory=dict)
     out: str = _key("", "run folder (empty: `runs/STAGE`)")

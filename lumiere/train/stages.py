@@ -19,6 +19,7 @@ from ..checkpoint import LumiereBundle, build_bundle, load_model
 from ..configs import ModelConfig, get_preset
 from ..data.camera import CAMERA_VOCAB, CameraClips, MixedClips
 from ..data.embeddings import EMBEDDINGS_FILE, CaptionEmbeddings
+from ..data.folder import FolderDataset
 from ..data.longmotion import LONG_VOCAB, LongMotionClips
 from ..data.procedural import VOCAB, ProceduralClips
 from ..data.real import REAL_VOCAB, RealClips
@@ -27,7 +28,7 @@ from ..diffusion.denoiser import Denoiser
 from ..diffusion.samplers import get_sigmas, sample
 from ..diffusion.schedule import alpha_sigma, sample_t, v_loss, vesigma_to_t
 from ..models.stunet import STUNet, freeze_t2i, inflate
-from ..models.text import extend_vocab
+from ..models.text import extend_vocab, split_words
 from ..models.unet2d import widen_input
 from ..metrics import bicubic_video
 from ..pipeline import downsample_video, ssr_conditioning
@@ -75,7 +76,6 @@ def _base_dataset(data: DataSpec, frames: int, size: int, fps: float):
         return ProceduralClips(size=size, frames=frames, split=data.split, speed=data.speed, radius=data.radius,
                                bounce=data.bounce)
     if data.kind == "folder":
-        from ..data.folder import FolderDataset
         if not data.path:
             raise ValueError("data.path: expected the folder of videos for data.kind 'folder'")
         # under torchrun each rank reads its own shard of the files (RANK / WORLD_SIZE, as the trainer)
@@ -159,7 +159,6 @@ def _base_config(spec: TrainSpec) -> ModelConfig:
 
 def folder_vocab(root) -> tuple[str, ...]:
     """Every word of the caption files under `root` (the built-in tokenizer's vocabulary)."""
-    from ..models.text import split_words
     words = set()
     for txt in Path(root).rglob("*.txt"):
         words.update(split_words(txt.read_text()))

@@ -27,21 +27,23 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_save_tensors, atomic_write_bytes, save_model
 from ..compute import set_threads, to_compute_layout
+from .probes import camera_probe, motion_probe
 from .spec import TrainSpec
 from .stages import build_stage
 
 
-class Trainer:
-    def __init__(self, spec: TrainSpec | dict, out: str | Path | None = None, resume: bool = False,
-                 max_minutes: float | None = None, max_steps: int | None = None, quiet: bool = False,
-                 init_bundle=None):
+class TrainState:
+    """What training steps need, without a run folder: the stage (model, data, loss), the device, AdamW, the
+    EMA, the step count and the data generator. `train_step()` advances it, `ema_weights()` swaps the EMA in.
+    The bench and the eval's init ablation drive it directly; `Trainer` adds the run folder (checkpoints, exact
+    resume, exports, the loss log, probes) and the loop."""
+
+    def __init__(self, spec: TrainSpec | dict, init_bundle=None, max_steps: int | None = None):
         """`spec`: a TrainSpec or a config dict (validated). `init_bundle`: an in-memory LumiereBundle to start
-        from instead of `spec.init` (never part of the spec, which is written to every checkpoint as JSON)."""
+        from instead of `spec.init` (never part of the spec, which is written to every checkpoint as JSON).
+        `max_steps` (default: the spec's): the end of a cosine decay."""
         spec = self.spec = TrainSpec.from_dict(spec)
-        self.out = Path(out or spec.out or f"runs/{spec.stage}")
-        self.max_minutes = max_minutes if max_minutes is not None else (spec.max_minutes or None)
         self.max_steps = max_steps if max_steps is not None else (spec.max_steps or None)
-        self.quiet = quiet
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         if self.world > 1 and not dist.is_initialized():
@@ -88,9 +90,6 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.last_loss = float("nan")
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load()
 
     # ---- schedule -------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -134,6 +133,36 @@ class Trainer:
             torch._foreach_add_(self.ema, [p.detach().float() for p in self.params], alpha=1 - decay)
         self.step += 1
         return loss_value
+
+    @contextmanager
+    def ema_weights(self):
+        """The EMA weights in the model for the duration (export, probes); the raw weights come back after."""
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.ema):
+                p.copy_(e.to(p.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
+
+
+class Trainer(TrainState):
+    def __init__(self, spec: TrainSpec | dict, out: str | Path | None = None, resume: bool = False,
+                 max_minutes: float | None = None, max_steps: int | None = None, quiet: bool = False,
+                 init_bundle=None):
+        """A TrainState with its run folder `out` (default: the spec's `out`, else runs/STAGE), continued from its
+        last checkpoint with `resume`; `max_minutes` / `max_steps` (default: the spec's) end `run()`."""
+        super().__init__(spec, init_bundle, max_steps)
+        spec = self.spec
+        self.out = Path(out or spec.out or f"runs/{spec.stage}")
+        self.max_minutes = max_minutes if max_minutes is not None else (spec.max_minutes or None)
+        self.quiet = quiet
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load()
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -228,29 +257,14 @@ class Trainer:
             save_model(path, self.stage.bundle, dtype=dtype)
         return path
 
-    @contextmanager
-    def ema_weights(self):
-        """The EMA weights in the model for the duration (export, probes); the raw weights come back after."""
-        backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, e in zip(self.params, self.ema):
-                p.copy_(e.to(p.dtype))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(self.params, backup):
-                    p.copy_(b)
-
     def probe(self) -> dict:
-        """The held-out motion probe (`lumiere.eval.motion_probe`) on the EMA weights, logged to train.jsonl.
+        """The held-out motion probe (`lumiere.train.probes.motion_probe`) on the EMA weights, logged to train.jsonl.
 
         Spec `probe`: {"clips": 24, "steps": 20, "cfg": 4}; with `"camera_photos": DIR` (a folder of held-out
-        images, or "" for seeded textures) also the camera probe (`lumiere.eval.camera_probe`, image-to-video;
+        images, or "" for seeded textures) also the camera probe (`lumiere.train.probes.camera_probe`, image-to-video;
         `"camera_sources": N` over N of the photos); `"motion": false` leaves out the shapes motion probe. A
         distill stage adds its own (`DistillStage.distill_probe`: the student against the teacher on
         `"distill_clips"` fixed clips, 8 by default). Its time is not counted as training time."""
-        from ..eval import camera_probe, motion_probe
         opts = dict(self.spec.probe)
         photos = opts.pop("camera_photos", None)
         sources = opts.pop("camera_sources", 0)
