@@ -101,7 +101,21 @@ def model_info(config) -> str:
     return (f"Lumiere {config.role} checkpoint ({config.preset} preset): {config.resolution}x{config.resolution} px, "
             f"{config.num_frames} frames at {config.fps} fps" + (f", x{config.scale} super-resolution"
                                                                   if config.role == "ssr" else "")
-            + f"; {describe_sampling(config)}; {text}.")
+            + f"; {describe_sampling(config)}; {text}" + trained_on(config) + ".")
+
+
+def trained_on(config) -> str:
+    """What the checkpoint's last training run drew its clips from (its notes), as '; knows ...' or ''."""
+    data = config.notes.get("data") or {}
+    kind = {"procedural": "flat coloured shapes moving on plain backgrounds (the pack's procedural clips)",
+            "real": "real footage and photos (camera-captioned: 'a video', 'a photo')",
+            "folder": "the captioned videos of a folder"}.get(data.get("kind"))
+    if kind is None:
+        return ""
+    extras = [what for key, what in (("camera", "camera pans and zooms over still images"),
+                                     ("long_motion", "motion spanning the whole clip (swings, orbits, crossings)"))
+              if data.get(key)]
+    return "; knows " + kind + "".join(f", {e}" for e in extras)
 
 
 NODES = [LumiereLoader]

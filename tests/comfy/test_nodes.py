@@ -39,6 +39,15 @@ def test_loader_outputs(n, loaded):
 def test_loader_info_and_unknown_word_warning(n, loaded, caplog):
     info = n.loader.LumiereLoader.execute("tiny_base.safetensors").args[6]
     assert "base checkpoint" in info and "16x16 px, 8 frames" in info and "vocabulary:" in info
+    import copy
+    config = copy.deepcopy(loaded[0].model.lumiere_config)  # what a trained checkpoint's notes say it knows
+    assert "knows" not in info and n.loader.trained_on(config) == ""  # the tiny models were never trained
+    config.notes = {"data": {"kind": "procedural", "camera": 0.0}}
+    assert n.loader.trained_on(config) == "; knows flat coloured shapes moving on plain backgrounds (the pack's " \
+                                          "procedural clips)"
+    config.notes = {"data": {"kind": "real", "camera": 0.5}}
+    assert n.loader.trained_on(config) == ("; knows real footage and photos (camera-captioned: 'a video', "
+                                           "'a photo'), camera pans and zooms over still images")
     import logging
     with caplog.at_level(logging.WARNING):
         encode(loaded[1], "a red zebra galloping")
