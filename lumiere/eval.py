@@ -441,10 +441,10 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     steps = sc.sampling.get("steps", 4 if run.quick else 20)  # a distilled SSR: the steps its checkpoint records
     win = sc.num_frames
 
-    def up(denoise, clip=None):
+    def up(denoise, clip=None):  # flat fusion: the setting the recorded figures were measured with
         clip = clip if clip is not None else (lambda i: lo[i:i + 1])
-        return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, steps=steps,
-                                  seed=run.seed + i, denoise=denoise).cpu() for i in range(n)])
+        return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, fuse="flat",
+                                  steps=steps, seed=run.seed + i, denoise=denoise).cpu() for i in range(n)])
 
     shipped = up(SSR_DENOISE)
     sweep = {SSR_DENOISE: shipped}
@@ -679,8 +679,8 @@ def photo_section(run: EvalRun) -> dict:
             continue
         ssr = load_model(run.models / name, run.device)
         win = ssr.config.num_frames
-        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2, steps=steps,
-                                seed=run.seed + i).cpu() for i in range(n)])
+        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2, fuse="flat",
+                                steps=steps, seed=run.seed + i).cpu() for i in range(n)])
         run.videos[f"photo_ssr_{key}"] = up
         ssr_out[key] = {"model": name, "psnr": round(psnr(up, hi), 2),
                         "gain_over_bicubic_db": round(psnr(up, hi) - ssr_out["psnr_bicubic"], 2)}

@@ -15,7 +15,7 @@ from .diffusion.denoiser import Denoiser
 from .diffusion.known import ReplaceKnown, composite_known
 from .diffusion.samplers import get_sigmas, sample, sdedit_sigmas, seeded_noise
 from .models.stunet import STUNet
-from .multidiffusion import MultiDiffusionDenoiser
+from .multidiffusion import DEFAULT_FUSE, MultiDiffusionDenoiser, resolve_window
 
 # Where the SSR starts by default (`upscale(denoise=...)`, the ComfyUI SSR node and workflows, the eval), by PSNR
 # against the true high-res clips (lumiere.eval, ssr.psnr_by_denoise). The first demo SSR, 12 held-out clips:
@@ -169,7 +169,7 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
 
 @torch.no_grad()
 def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str], *, window: int | None = None,
-            overlap: int = 2, fuse: str = "flat", tile: int | None = None, steps: int | None = None,
+            overlap: int | None = None, fuse: str = DEFAULT_FUSE, tile: int | None = None, steps: int | None = None,
             cfg: float | None = None, seed: int = 0, sampler: str | None = None, scheduler: str | None = None,
             negative: str = "", denoise: float | None = None, callback: Callable | None = None,
             disable: bool = True) -> torch.Tensor:
@@ -179,7 +179,8 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     bilinearly up-sampled clip noised to an intermediate level and runs the last `denoise` fraction of the
     schedule (SDEdit: `sdedit_sigmas`), so the result stays closer to the up-sampled input.
     `steps`, `cfg`, `sampler`, `scheduler`, `denoise`: None is the model's default (`sampling_defaults`: 20 DDIM
-    steps, cfg 1, denoise SSR_DENOISE, or what a distilled checkpoint records).
+    steps, cfg 1, denoise SSR_DENOISE, or what a distilled checkpoint records). `window`, `overlap`: None is the
+    model's frame count and half the window (`multidiffusion.resolve_window`).
     """
     cfgm = bundle.config
     d = sampling_defaults(cfgm)
@@ -195,10 +196,9 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     b, _, t, h, w = lowres.shape
     ctx, uctx = encode_text(bundle, prompt, negative)
     ctx, uctx = ctx.to(device).expand(b, -1, -1), uctx.to(device).expand(b, -1, -1)
-    window = window or cfgm.num_frames
     net = bundle.model
-    if isinstance(net, STUNet):  # a clip shorter than the window is sampled whole: then its length is the input
-        net.check_num_frames(t, "video") if t < window else net.check_num_frames(window, "window")
+    window, overlap = resolve_window(t, window, overlap, cfgm.num_frames,
+                                     check=net.check_num_frames if isinstance(net, STUNet) else None)
     denoiser = MultiDiffusionDenoiser(Denoiser(net, ctx, uctx, None, cfg), window, overlap, fuse, tile=tile,
                                       cond=lowres)
     sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
@@ -254,7 +254,7 @@ def window_segment(schedule: list[tuple[int, str]], frames: list[int]) -> int:
 
 @torch.no_grad()
 def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *, window: int | None = None,
-                  overlap: int | None = None, fuse: str = "ramped", height: int | None = None,
+                  overlap: int | None = None, fuse: str = DEFAULT_FUSE, height: int | None = None,
                   width: int | None = None, steps: int | None = None, cfg: float | None = None, seed: int = 0,
                   sampler: str | None = None, scheduler: str | None = None, negative: str = "",
                   C: torch.Tensor | None = None,
@@ -269,7 +269,8 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     (`multidiffusion.loop_window_starts`), so the last frame flows into the first. Any length from one window up.
 
     `prompts`: a prompt, or a schedule "0: prompt A; 32: prompt B" / [(0, "A"), (32, "B")].  -> (1, 3, T, h, w)
-    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`).
+    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`). `window`, `overlap`:
+    None is the model's frame count and half the window (`multidiffusion.resolve_window`).
     """
     cfgm = bundle.config
     d = sampling_defaults(cfgm)
@@ -277,14 +278,11 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
                                                                   (sampler, "sampler"), (scheduler, "scheduler")))
     schedule = parse_prompt_schedule(prompts)
     check_schedule(schedule, num_frames)
-    window = window or cfgm.num_frames
-    if loop:
-        window = min(window, num_frames)
-    overlap = window // 2 if overlap is None else overlap
     h, w = height or cfgm.resolution, width or cfgm.resolution
     net = video_net(bundle.model)
-    if isinstance(net, STUNet):
-        net.check_num_frames(min(window, num_frames))
+    window, overlap = resolve_window(num_frames, window, overlap, cfgm.num_frames, loop,
+                                     check=net.check_num_frames if isinstance(net, STUNet) else None,
+                                     name="num_frames")
     check_replace_known(replace_known, C, M)
     device = model_device(bundle)
     C, M = (None if v is None else v.to(device) for v in (C, M))

@@ -8,7 +8,7 @@ from lumiere.checkpoint import build_bundle
 from lumiere.configs import get_preset
 from lumiere.diffusion.denoiser import Denoiser
 from lumiere.diffusion.samplers import get_sigmas, sample
-from lumiere.multidiffusion import MultiDiffusionDenoiser, window_starts, window_weights
+from lumiere.multidiffusion import MultiDiffusionDenoiser, resolve_window, window_starts, window_weights
 from lumiere.pipeline import upscale
 
 
@@ -42,6 +42,32 @@ def test_window_errors():
         MultiDiffusionDenoiser(lambda x, s, cond=None: x, 8, fuse="max")
     with pytest.raises(ValueError, match="fuse"):
         window_weights(8, 2, "max", True, True)
+
+
+def test_one_window_convention():
+    """0 / None = the model's frames and half the window; a loop's window is at most the clip; the overlap is
+    checked only where windows overlap; the network's frame check names the window, or the clip it covers."""
+    assert resolve_window(64, 0, 0, 16) == resolve_window(64, None, None, 16) == (16, 8)
+    assert resolve_window(64, 8, 3, 16) == (8, 3)
+    assert resolve_window(12, 0, 0, 16, loop=True) == (12, 6)
+    assert resolve_window(12, 0, 1, 16) == (16, 1)  # one window covers the clip: no overlap is used
+    with pytest.raises(ValueError, match=r"^overlap: expected 2 <= overlap < window \(12\), got 1$"):
+        resolve_window(12, 0, 1, 16, loop=True)
+    with pytest.raises(ValueError, match=r"^overlap: expected 2 <= overlap < window \(8\), got 8$"):
+        resolve_window(64, 8, 8, 16)
+    with pytest.raises(ValueError, match=r"^window: expected >= 1 frames"):
+        resolve_window(64, -8, 0, 16)
+    seen = []
+    resolve_window(64, 0, 0, 16, check=lambda frames, name: seen.append((frames, name)))
+    resolve_window(10, 0, 0, 16, check=lambda frames, name: seen.append((frames, name)), name="latent")
+    assert seen == [(16, "window"), (10, "latent")]
+
+    def multiple_of_4(frames, name):
+        if frames % 4:
+            raise ValueError(f"{name}: expected a multiple of 4, got {frames}")
+
+    with pytest.raises(ValueError, match="^window: "):  # a bad window is named before the overlap it implies
+        resolve_window(64, 3, 0, 16, check=multiple_of_4)
 
 
 def test_ramped_weights():
