@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from . import conditioning as cond_lib
 from .bench import count_flops
@@ -51,7 +50,7 @@ from .cascade import generate_cascade
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
 from .data.longmotion import PERIOD_SECONDS, LongMotionClips, heldout_events, heldout_periodic, long_caption
-from .data.procedural import BG_NAMES, COLOURS, DIR_VEC, ProceduralClips, caption, heldout_combos
+from .data.procedural import BG_NAMES, DIR_VEC, caption, heldout_combos
 from .data.real import CLIP_CAPTION, RealClips
 from .distill_eval import distill_section
 from .memory import peak_bytes
@@ -961,7 +960,6 @@ def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) ->
     resampling (the paper) vs He-initialized; the same data, noise levels and noise for both."""
     import copy
 
-    from .checkpoint import LumiereBundle as LB
     from .models.unet2d import UNet2D
     from .train.trainer import Trainer
     out = {"steps": steps, "batch_size": batch}
@@ -970,7 +968,7 @@ def init_ablation(base: LumiereBundle, steps: int, batch: int, seed: int = 0) ->
         unet.load_state_dict(base.model.unet.state_dict())
         cfg = copy.deepcopy(base.config)
         cfg.temporal, cfg.role = None, "t2i"
-        init = LB(unet, copy.deepcopy(base.text_encoder), cfg)
+        init = LumiereBundle(unet, copy.deepcopy(base.text_encoder), cfg)
         spec = {"stage": "temporal", "preset": cfg.preset, "init_mode": mode,
                 "batch_size": batch, "lr": 8e-4, "warmup": 5, "t_power": 0.5, "seed": seed, "bf16": True,
                 "tasks": {"text": 1.0}, "log_every": 10 ** 9, "checkpoint_minutes": 10 ** 6}

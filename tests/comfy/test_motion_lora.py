@@ -20,7 +20,6 @@ from motion_lora import measure
 from ws import WsListener
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_BASE = ROOT / "models" / "lumiere" / "lumiere_demo_base.safetensors"
 CLIPS = "lumiere_example_motion_clips"
 
 
@@ -259,7 +258,6 @@ def test_bad_inputs_are_named_errors(n, tiny, case, match):
         train(n, model, clips, positive, steps=1)
 
 
-@pytest.mark.skipif(not DEMO_BASE.exists(), reason="needs the shipped demo base (models/lumiere)")
 def test_motion_lora_teaches_a_motion_the_base_does_not_make(pack):
     """The measurement of scripts/motion_lora.py at a small setting, on the shipped demo base: 100 steps on the six
     example clips of a down-right diagonal; four held-out "moving right" prompts (colours, shapes, backgrounds in
