@@ -4,7 +4,7 @@ Everything is measured in one run on the machine at hand and reported as ratios 
 in a ratio of interleaved measurements, not across runs):
 - `peak`: the machine's own fp32 and bf16 peak, from a large matmul and a large channels_last conv;
 - `forward`: STUNet against the AnimateDiff-style inflation (below) and against the per-frame T2I (the same
-  U-Net run on every frame, `pipeline.FramewiseT2I`): time, FLOPs (torch.utils.flop_counter) and both ratios;
+  U-Net run on every frame, `pipeline.FramewiseT2I`): time, FLOPs (`flops.count_flops`) and both ratios;
 - `train_step`: one bf16 training step of the temporal stage (frozen T2I, batch `--train-batch`): seconds,
   GFLOP/s and % of the measured bf16 peak;
 - `sampling`: seconds per clip, 25 DDIM steps with CFG, fp32 against bf16 (`--precision` in the CLI).
@@ -38,6 +38,7 @@ from .checkpoint import build_bundle
 from .compute import PRECISIONS, prepare_for_inference, set_threads, to_compute_layout
 from .configs import TemporalConfig, get_preset
 from .errors import as_input_error
+from .flops import count_flops
 from .memory import peak_bytes, training_memory_estimate
 from .models.stunet import STUNet, inflate
 from .models.temporal import AttentionInflationBlock
@@ -77,15 +78,6 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def count_flops(fn) -> int:
-    """FLOPs of everything `fn` runs (forward, and backward if it runs one), by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def machine_peak(repeats: int = 5, device: str = "cpu") -> dict:

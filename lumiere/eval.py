@@ -45,7 +45,6 @@ from typing import Callable
 import torch
 
 from . import conditioning as cond_lib
-from .bench import count_flops
 from .cascade import generate_cascade
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
@@ -53,6 +52,7 @@ from .data.longmotion import PERIOD_SECONDS, LongMotionClips, heldout_events, he
 from .data.procedural import BG_NAMES, DIR_VEC, caption, heldout_combos
 from .data.real import CLIP_CAPTION, RealClips
 from .distill_eval import distill_section
+from .flops import count_flops
 from .memory import peak_bytes
 from .metrics import (JUMP_SPEED_FACTOR, adherence, analyse, bicubic_video, boundary_spike, camera_motion,
                       data_max_speed, flicker, ground_truth, jumps, object_pixels, psnr, seam_ratio, ssr_ground_truth)
