@@ -4,7 +4,7 @@ Everything is measured in one run on the machine at hand and reported as ratios 
 in a ratio of interleaved measurements, not across runs):
 - `peak`: the machine's own fp32 and bf16 peak, from a large matmul and a large channels_last conv;
 - `forward`: STUNet against the AnimateDiff-style inflation (below) and against the per-frame T2I (the same
-  U-Net run on every frame, `pipeline.FramewiseT2I`): time, FLOPs (torch.utils.flop_counter) and both ratios;
+  U-Net run on every frame, `pipeline.FramewiseT2I`): time, FLOPs (`flops.count_flops`) and both ratios;
 - `train_step`: one bf16 training step of the temporal stage (frozen T2I, batch `--train-batch`): seconds,
   GFLOP/s and % of the measured bf16 peak;
 - `sampling`: seconds per clip, 25 DDIM steps with CFG, fp32 against bf16 (`--precision` in the CLI).
@@ -27,9 +27,25 @@ import dataclasses
 import json
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+import torch
+from torch import nn
+
+from .checkpoint import build_bundle
+from .compute import PRECISIONS, prepare_for_inference, set_threads, to_compute_layout
+from .configs import TemporalConfig, get_preset
+from .data.procedural import VOCAB
+from .errors import as_input_error
+from .flops import count_flops
 from .memory import peak_bytes, training_memory_estimate
+from .models.stunet import STUNet, inflate
+from .models.temporal import AttentionInflationBlock
+from .models.unet2d import UNet2D
+from .pipeline import FramewiseT2I, generate
+from .train.trainer import TrainState
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -66,20 +82,9 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def count_flops(fn) -> int:
-    """FLOPs of everything `fn` runs (forward, and backward if it runs one), by torch.utils.flop_counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def machine_peak(repeats: int = 5, device: str = "cpu") -> dict:
     """GFLOP/s of a 2048^3 matmul and of a 3x3 conv (channels_last, 64 -> 64 ch, 64 x 32 x 32), fp32 and bf16;
     the peak of a dtype is the faster of the two. On a GPU the work is 8x larger and synchronized."""
-    import torch
-
     gpu = device != "cpu"
     n, batch = (4096, 512) if gpu else (2048, 64)
     sync = torch.cuda.synchronize if gpu and torch.cuda.is_available() else (lambda: None)
@@ -105,11 +110,6 @@ def forward_comparison(preset: str, frames, resolution: int | None, repeats: int
                        log=None) -> list[dict]:
     """STUNet vs AnimateDiff-style inflation vs per-frame T2I: forward time (fp32, no_grad, the library's
     channels_last layout) and FLOPs, per frame count; ratios are other / STUNet (> 1: STUNet is cheaper)."""
-    import torch
-
-    from .compute import to_compute_layout
-    from .pipeline import FramewiseT2I
-
     cfg, stunet, baseline = _models(preset, attn_mode)
     per_frame = FramewiseT2I(stunet.unet)
     for m in (stunet, baseline):
@@ -158,17 +158,11 @@ def forward_comparison(preset: str, frames, resolution: int | None, repeats: int
 
 def train_step_bench(preset: str, batch: int, repeats: int, bf16_peak: dict | None, log=None) -> dict:
     """One temporal-stage step (frozen T2I, text-to-video, bf16 autocast, channels_last): `TrainState.train_step`."""
-    from .checkpoint import build_bundle
-    from .configs import get_preset
-    from .data.procedural import VOCAB
-    from .train.trainer import TrainState
-
     cfg = get_preset(preset)  # a fresh copy
     cfg.temporal, cfg.role, cfg.conditioning = None, "t2i", "none"
     cfg.unet.in_channels = 3
     cfg.text.vocab = tuple(VOCAB)
     spec = {"stage": "temporal", "preset": preset, "batch_size": batch, "bf16": True, "seed": 0, "t_power": 0.5}
-    import torch
     threads = torch.get_num_threads()
     state = TrainState(spec, init_bundle=build_bundle(cfg))
     torch.set_num_threads(threads)  # the spec sets its own default; the bench's --threads rules here
@@ -192,7 +186,6 @@ def synthetic_videos(folder, n: int = 16, frames: int = 48, size: int = 256, fps
     import numpy as np
 
     from .media import _write_mp4
-    from pathlib import Path
 
     folder = Path(folder)
     rng = np.random.default_rng(0)
@@ -211,8 +204,6 @@ def data_bench(folder, frames: int, size: int, workers=(0, 1, 2, 4), step_second
     """Clips per second the folder data (`lumiere.data.folder`) decodes into its cache with each number of
     decoding threads, against what a training step consumes (`batch` clips per `step_seconds`): a ratio >= 1
     keeps the trainer fed (it then never waits once the cache is warm either way)."""
-    import time
-
     from .data.folder import FolderDataset
     rows = []
     for w in workers:
@@ -235,12 +226,6 @@ def data_bench(folder, frames: int, size: int, workers=(0, 1, 2, 4), step_second
 
 def sampling_bench(preset: str, steps: int = 25, repeats: int = 2, log=None) -> dict:
     """Seconds per clip (DDIM, CFG 4) with fp32 and with bf16 weights (random weights, the preset's clip)."""
-    from .checkpoint import build_bundle
-    from .compute import PRECISIONS, prepare_for_inference
-    from .configs import get_preset
-    from .data.procedural import VOCAB
-    from .pipeline import generate
-
     out = {"steps": steps, "cfg": 4.0}
     bundles = {}
     for precision in PRECISIONS:
@@ -267,12 +252,6 @@ def sampling_bench(preset: str, steps: int = 25, repeats: int = 2, log=None) -> 
 
 def _models(preset: str, attn_mode: str | None):
     """(config, STUNet, AnimateDiff-style inflation) of a preset with seeded random weights, in eval mode."""
-    import torch
-
-    from .configs import get_preset
-    from .models.stunet import inflate
-    from .models.unet2d import UNet2D
-
     cfg = get_preset(preset)
     if cfg.temporal is None:
         raise ValueError(f"preset: {preset!r} has no temporal layers")
@@ -292,12 +271,6 @@ def full_rate_inflation(unet, attn_layers: int, head_dim: int):
     middle) a temporal-attention module over all frames after each res block, instead of STUNet's conv blocks
     and coarsest-level attention. Built as a STUNet whose temporal blocks are swapped, so the forward and
     frame folding are literally the same code."""
-    from torch import nn
-
-    from .configs import TemporalConfig
-    from .models.stunet import STUNet
-    from .models.temporal import AttentionInflationBlock
-
     levels, n = unet.cfg.num_levels, unet.cfg.num_res_blocks
     model = STUNet(unet, TemporalConfig(temporal_down=(False,) * (levels - 1)))
     ch = [unet.cfg.base_channels * m for m in unet.cfg.channel_mult]
@@ -314,8 +287,6 @@ def full_rate_inflation(unet, attn_layers: int, head_dim: int):
 
 
 def measure(model, x, ts, ctx, repeats: int) -> dict:
-    import torch
-
     with torch.no_grad():
         model(x, ts, ctx)  # warm-up (one-time allocations, kernel selection)
         times = []
@@ -336,10 +307,6 @@ def measure(model, x, ts, ctx, repeats: int) -> dict:
 def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | None = None, repeats: int = 5,
               attn_mode: str | None = None, threads: int | None = None, log=None, train_batch: int = 8,
               sections=SECTIONS, data: str | None = None, workers=(0, 1, 2, 4)) -> dict:
-    import torch
-
-    from .compute import set_threads
-
     set_threads(threads)
     cfg, stunet, baseline = _models(preset, attn_mode)
     tcfg = cfg.temporal
@@ -393,7 +360,6 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
     if "sampling" in sections:
         report["sampling"] = sampling_bench(preset, repeats=max(1, repeats // 2), log=log)
     if "data" in sections:
-        import tempfile
         step = report.get("train_step", {}).get("seconds")
         with tempfile.TemporaryDirectory() as tmp:
             folder = data or synthetic_videos(tmp)
@@ -409,10 +375,6 @@ def run_bench(preset: str = "demo", frames=(16, 32, 64, 80), resolution: int | N
 
 
 def bench_command(args) -> int:
-    from .compute import set_threads
-    from .configs import get_preset
-    from .errors import as_input_error
-
     try:  # the inputs, checked before any measurement
         get_preset(args.preset)
         set_threads(args.threads)

@@ -11,9 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
+from . import conditioning
 from .checkpoint import CheckpointError
 from .compute import PRECISIONS, add_device_arg, add_threads_arg, keep_freed_memory
-from .conditioning import MODES
+from .multidiffusion import DEFAULT_FUSE, FUSE_METHODS, resolve_window
 from .errors import InputError, as_input_error
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "lumiere" / "lumiere_demo_base.safetensors"
@@ -98,7 +101,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", choices=("uniform", "karras", "trailing"), default=None,
                    help="default: each model's (uniform; trailing for a distilled model)")
     g = p.add_argument_group("conditioning (<J, C, M>, models with 7 input channels)")
-    g.add_argument("--mode", choices=MODES, default=None,
+    g.add_argument("--mode", choices=conditioning.MODES, default=None,
                    help="default: image_to_video with --image, else text (or SDEdit with --video)")
     g.add_argument("--image", help="PNG: first frame (image_to_video), still (cinemagraph), or clip to complete")
     g.add_argument("--mask", help="PNG, ComfyUI's convention: white = generate (inpaint) or animate (cinemagraph), "
@@ -112,7 +115,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                    help="extend mode: known frames per extension pass (default: half the model's frames)")
     g.add_argument("--pad", type=int, nargs=4, metavar=("L", "R", "T", "B"), help="outpaint border in pixels")
     g.add_argument("--video", help="input video (.mp4/.webp/.gif or a folder of frames): SDEdit source in text "
-                                   "mode, the clip to complete with --mode inpaint/outpaint")
+                                   "mode, the clip to complete with --mode inpaint/outpaint/direct (direct: the "
+                                   "video is C and --mask marks what to generate)")
     g.add_argument("--strength", type=float, default=None, help="SDEdit strength in (0, 1] (default 0.6)")
     g = p.add_argument_group("long videos and loops (temporal MultiDiffusion of the base over windows of its "
                              "frames); --frames beyond the model's, or a prompt schedule "
@@ -122,8 +126,10 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("spatial super-resolution (temporal MultiDiffusion)")
     s.add_argument("--ssr", help="SSR checkpoint: upsample the generated clip")
     s.add_argument("--window", type=int, default=None, help="frames per window (default: the SSR model's)")
-    s.add_argument("--overlap", type=int, default=2, help="frames shared by consecutive windows (>= 2)")
-    s.add_argument("--fuse", choices=("flat", "ramped"), default="flat")
+    s.add_argument("--overlap", type=int, default=None,
+                   help="frames shared by consecutive windows (>= 2, < window; default: half the window)")
+    s.add_argument("--fuse", choices=FUSE_METHODS, default=DEFAULT_FUSE,
+                   help=f"how overlapping windows are averaged (default: {DEFAULT_FUSE})")
     s.add_argument("--tile", type=int, default=None, help="optional spatial tile size for large frames")
     s.add_argument("--ssr-steps", type=int, default=None,
                    help="default: the SSR model's (20, or the steps a distilled SSR records)")
@@ -158,45 +164,49 @@ def _read(flag: str, fn, path: str, *args):
         raise InputError(f"{flag}: {e}") from None
 
 
+# the flags that carry each task's source and needs (`conditioning.TASKS`)
+SOURCE_FLAGS = {"still": ("image",), "keyframes": ("keyframe",), "clip": ("video",), "video": ("image", "video")}
+NEED_FLAGS = {"mask": "mask", "pad": "pad", "indices": "keyframe"}
+
+
 def _conditioning(args, mode: str, t: int, h: int, w: int):
-    """(C, M) for the chosen task, from the recipes in `lumiere.conditioning`; (None, None) for plain text."""
-    from . import conditioning
+    """(C, M) for the chosen task (`conditioning.TASKS`: what it needs, its recipe); (None, None) for plain text
+    and for extension, which builds its <C, M> per pass (`pipeline.generate_extended`)."""
     from .media import load_image, load_mask, load_video
 
-    need = {"image_to_video": ("image",), "cinemagraph": ("image", "mask"), "inpaint": ("mask",),
-            "outpaint": ("pad",), "keyframes": ("keyframe",), "extend": ("video",)}.get(mode, ())
-    for name in need:
+    task = conditioning.TASKS[mode]
+    sources = SOURCE_FLAGS.get(task.source, ())
+    if sources and all(getattr(args, name) is None for name in sources):
+        raise InputError(f"--{'/--'.join(sources)}: required by --mode {mode}")
+    for name in (NEED_FLAGS[n] for n in task.needs):
         if getattr(args, name) is None:
             raise InputError(f"--{name}: required by --mode {mode}")
-    if mode in ("inpaint", "outpaint") and not (args.image or args.video):
-        raise InputError(f"--image/--video: --mode {mode} needs the clip to complete")
-    if mode == "outpaint":  # the source is resized to fill the frame minus the border
+    if "pad" in task.needs:  # the source is resized to fill the frame minus the border
         left, right, top, bottom = args.pad
         if min(args.pad) < 0 or top + bottom >= h or left + right >= w:
             raise InputError(f"--pad: expected non-negative sizes that leave part of the {h}x{w} frame, "
                              f"got {args.pad}")
         h, w = h - top - bottom, w - left - right
-    if mode in ("text", "extend"):  # extension builds its <C, M> per pass (pipeline.generate_extended)
+    if task.source in (None, "clip"):
         return None, None
-    if mode == "keyframes":
-        return _keyframes(args.keyframe, t, h, w)
-    image = _read("--image", load_image, args.image, h, w) if args.image else None
-    if mode == "image_to_video":
-        return conditioning.image_to_video(image, t)
-    mask = _read("--mask", load_mask, args.mask, h, w) if args.mask else None
-    if mode == "cinemagraph":
-        return conditioning.cinemagraph(image, mask, t)
-    clip = (_read("--video", load_video, args.video, t, h, w) if args.video
-            else image[:, :, None].expand(-1, -1, t, -1, -1))
-    if mode == "inpaint":  # the mask marks what to generate; the library's M marks what is known
-        return conditioning.inpaint(clip, 1 - mask)
-    return conditioning.outpaint(clip, tuple(args.pad))
+    indices = None
+    if task.source == "keyframes":
+        source, indices = _keyframes(args.keyframe, h, w)
+    elif task.source == "video" and args.video:
+        source = _read("--video", load_video, args.video, t, h, w)
+    else:  # a still, or (video tasks) the image held for every frame
+        source = _read("--image", load_image, args.image, h, w)[:, :, None]
+        source = source.expand(-1, -1, t, -1, -1) if task.source == "video" else source
+    mask = _read("--mask", load_mask, args.mask, h, w) if "mask" in task.needs else None
+    pad = tuple(args.pad) if "pad" in task.needs else None
+    try:
+        return conditioning.build(mode, source, t, mask=mask, pad=pad, indices=indices)
+    except ValueError as e:  # e.g. "indices: expected 2 distinct frame numbers ..."
+        raise flag_error(e) from None
 
 
-def _keyframes(specs: list[str], t: int, h: int, w: int):
-    import torch
-
-    from . import conditioning
+def _keyframes(specs: list[str], h: int, w: int) -> tuple[torch.Tensor, list[int]]:
+    """--keyframe FRAME=PNG flags -> the images (1, 3, k, h, w) and their frame numbers."""
     from .media import load_image
 
     indices, images = [], []
@@ -210,16 +220,13 @@ def _keyframes(specs: list[str], t: int, h: int, w: int):
             raise InputError(f"--keyframe: expected FRAME=PNG (e.g. 0=first.png), got {spec!r}")
         indices.append(index)
         images.append(_read("--keyframe", load_image, path, h, w))
-    try:
-        return conditioning.keyframes(torch.stack(images, dim=2), indices, t)
-    except ValueError as e:
-        raise InputError(f"--keyframe: {e}") from None
+    return torch.stack(images, dim=2), indices
 
 
 def check_generate_memory(cfg, device, precision: str, t: int, h: int, w: int, windowed: bool, ssr,
                           window: int | None) -> None:
     """Refuse, before any sampling, a run whose estimated memory (`lumiere.memory`, the estimate the ComfyUI nodes
-    use) exceeds what the device has available."""
+    use) exceeds what the device has available. `window`: the SSR's frames per window (with `ssr`)."""
     from .compute import PRECISIONS
     from .memory import available_bytes, format_bytes, sampling_memory_estimate
 
@@ -232,7 +239,7 @@ def check_generate_memory(cfg, device, precision: str, t: int, h: int, w: int, w
                                         latent_frames=t)
         if ssr is not None:
             s = ssr.config
-            need = max(need, sampling_memory_estimate(s, (1, 3, min(t, window or s.num_frames), h * s.scale,
+            need = max(need, sampling_memory_estimate(s, (1, 3, min(t, window), h * s.scale,
                                                           w * s.scale), cfg_batch=1, dtype=dtype, latent_frames=t))
     except ValueError as e:  # a shape the network cannot take: named by the network's own check later
         if as_input_error(e) is None:
@@ -299,9 +306,15 @@ def generate_command(args) -> int:
             check_schedule(schedule, t)
     except ValueError as e:
         raise flag_error(e) from None
+    ssr_window = ssr_overlap = None
+    if ssr is not None:  # the SSR's windows over the base's t frames
+        try:
+            ssr_window, ssr_overlap = resolve_window(t, args.window, args.overlap, ssr.config.num_frames)
+        except ValueError as e:
+            raise flag_error(e) from None
     warn_prompt(bundle, "--prompt", schedule)
     warn_prompt(bundle, "--negative", [(0, args.negative)])
-    check_generate_memory(cfg, device, args.precision, t, h, w, windowed, ssr, args.window)
+    check_generate_memory(cfg, device, args.precision, t, h, w, windowed, ssr, ssr_window)
     C, M = _conditioning(args, mode, t, h, w)
     init = _read("--video", load_video, args.video, t, h, w) if sdedit else None
     if windowed and sdedit:
@@ -325,7 +338,7 @@ def generate_command(args) -> int:
     except ValueError as e:  # e.g. "context: expected ..."
         raise flag_error(e) from None
     if ssr is not None:
-        video = upscale(ssr, video, args.prompt, window=args.window, overlap=args.overlap, fuse=args.fuse,
+        video = upscale(ssr, video, args.prompt, window=ssr_window, overlap=ssr_overlap, fuse=args.fuse,
                         tile=args.tile, steps=args.ssr_steps, cfg=args.ssr_cfg, seed=args.seed,
                         sampler=args.sampler, scheduler=args.scheduler, negative=args.negative, disable=args.quiet)
     print(_read("--out", save_video, video[0], args.out, cfg.fps))

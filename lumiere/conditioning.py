@@ -5,14 +5,11 @@ The network input is cat([J, C, M], dim=1). Plain text-to-video is C = M = 0.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
-
-# the tasks, at every front-end (CLI, nodes) and in the conditioning stage's training mixture. The frame-level
-# ones are masks too: any set of known frames (first + last = generative interpolation; the first k frames of the
-# output = the end of a clip being extended)
-MODES = ("text", "image_to_video", "inpaint", "outpaint", "cinemagraph", "keyframes", "extend")
-TRAINING_TASKS = MODES
 
 
 def _check_video(name: str, video: torch.Tensor) -> None:
@@ -62,8 +59,9 @@ def inpaint(video: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, tor
 def outpaint(video: torch.Tensor, pad: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Extend the canvas by `pad` = (left, right, top, bottom) pixels; the original area is known."""
     _check_video("video", video)
-    if len(pad) != 4 or min(pad) < 0:
-        raise ValueError(f"pad: expected 4 non-negative sizes (left, right, top, bottom), got {pad}")
+    if len(pad) != 4 or min(pad) < 0 or not any(pad):
+        raise ValueError(f"pad: expected 4 non-negative sizes (left, right, top, bottom), at least one above 0, "
+                         f"got {pad}")
     C = F.pad(video, (pad[0], pad[1], pad[2], pad[3]))
     M = F.pad(torch.ones_like(video[:, :1]), (pad[0], pad[1], pad[2], pad[3]))
     return C, M
@@ -125,6 +123,59 @@ def direct(C: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     _check_video("conditioning video", C)
     M = _check_mask("mask", M, tuple(C.shape))
     return C * M, M
+
+
+@dataclass(frozen=True)
+class Task:
+    """One <C, M> task as the CLI and the nodes offer it (and the conditioning stage trains it).
+
+    source: what the prompt is joined by: None (text alone), "still" (an image: the first frame of the source),
+    "keyframes" (images placed at `indices`), "clip" (frames the output continues), "video" (the output's own
+    frames: a clip of at least the output's length, cut to it).
+    needs: the other inputs: "mask" (1 = generate / animate, the front-ends' convention: ComfyUI's MASK, white in
+    the CLI's PNG), "pad" (left, right, top, bottom), "indices" (a frame number per keyframe).
+    recipe(source (b, 3, k, h, w), num_frames, mask, pad, indices) -> (C, M); None for text (C = M = 0)."""
+    source: str | None
+    needs: tuple[str, ...]
+    recipe: Callable | None
+
+
+# The frame-level tasks are masks too: any set of known frames (first + last = generative interpolation; the first
+# k frames of the output = the end of a clip being extended). "direct" takes C and M as given (1 - mask = M).
+TASKS = {
+    "text": Task(None, (), None),
+    "image_to_video": Task("still", (), lambda s, n, mask, pad, indices: image_to_video(s[:, :, 0], n)),
+    "inpaint": Task("video", ("mask",), lambda s, n, mask, pad, indices: inpaint(s, 1 - mask)),
+    "outpaint": Task("video", ("pad",), lambda s, n, mask, pad, indices: outpaint(s, pad)),
+    "cinemagraph": Task("still", ("mask",), lambda s, n, mask, pad, indices: cinemagraph(s[:, :, 0], mask, n)),
+    "keyframes": Task("keyframes", ("indices",), lambda s, n, mask, pad, indices: keyframes(s, indices, n)),
+    "extend": Task("clip", (), lambda s, n, mask, pad, indices: extend(s, n)),
+    "direct": Task("video", ("mask",), lambda s, n, mask, pad, indices: direct(s, 1 - mask)),
+}
+MODES = tuple(TASKS)
+# the conditioning stage's mixture: every task whose inputs it can draw ("direct" is inpainting by another name)
+TRAINING_TASKS = tuple(name for name in TASKS if name != "direct")
+
+
+def task(mode: str) -> Task:
+    if mode not in TASKS:
+        raise ValueError(f"mode: expected one of {list(TASKS)}, got {mode!r}")
+    return TASKS[mode]
+
+
+def build(mode: str, source: torch.Tensor | None, num_frames: int, mask: torch.Tensor | None = None,
+          pad: tuple[int, int, int, int] | None = None, indices=None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(C, M) of task `mode` from a front-end's inputs: `source` (b, 3, k, h, w) (a still is k = 1), `mask` with
+    1 = generate / animate. (None, None) for text alone."""
+    t = task(mode)
+    if t.recipe is None:
+        return None, None
+    given = {"mask": mask, "pad": pad, "indices": indices}
+    for name in t.needs:
+        if given[name] is None:
+            raise ValueError(f"{name}: expected one for {mode}, got none")
+    _check_video("source", source)
+    return t.recipe(source, num_frames, mask, pad, indices)
 
 
 def pack(C: torch.Tensor, M: torch.Tensor) -> torch.Tensor:

@@ -167,7 +167,7 @@ def ssr_figures(run, ssr_student: Path, ssr_teacher: Path) -> dict:
         for name, (bundle, kw) in variants.items():
             with counting_calls(bundle) as box:
                 v, s = _timed(lambda: upscale(bundle, lo[i:i + 1], run.prompts[i], window=win, overlap=win // 2,
-                                              seed=run.seed + i, **kw).cpu())
+                                              fuse="flat", seed=run.seed + i, **kw).cpu())
             vids[name].append(v)
             secs[name].append(s)
             evals[name] += box["evals"]

@@ -46,7 +46,6 @@ from typing import Callable
 import torch
 
 from . import conditioning as cond_lib
-from .bench import count_flops
 from .cascade import generate_cascade
 from .checkpoint import LumiereBundle, load_model
 from .compute import add_device_arg, add_threads_arg, keep_freed_memory, resolve_device, set_threads
@@ -56,6 +55,7 @@ from .data.procedural import BG_NAMES, DIR_VEC, caption, eval_specs, heldout_com
 from .data.real import CLIP_CAPTION, RealClips
 from .data.style import style_statistic, style_transform
 from .distill_eval import distill_section
+from .flops import count_flops
 from .memory import peak_bytes
 from .metrics import (JUMP_SPEED_FACTOR, adherence, analyse, bicubic_video, boundary_spike, camera_figures,
                       data_max_speed, flicker, ground_truth, jumps, object_pixels, psnr, seam_ratio,
@@ -343,10 +343,10 @@ def ssr_section(run: EvalRun) -> tuple[dict, dict]:
     steps = sc.sampling.get("steps", 4 if run.quick else 20)  # a distilled SSR: the steps its checkpoint records
     win = sc.num_frames
 
-    def up(denoise, clip=None):
+    def up(denoise, clip=None):  # flat fusion: the setting the recorded figures were measured with
         clip = clip if clip is not None else (lambda i: lo[i:i + 1])
-        return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, steps=steps,
-                                  seed=run.seed + i, denoise=denoise).cpu() for i in range(n)])
+        return torch.cat([upscale(ssr, clip(i), run.prompts[i], window=win, overlap=win // 2, fuse="flat",
+                                  steps=steps, seed=run.seed + i, denoise=denoise).cpu() for i in range(n)])
 
     shipped = up(SSR_DENOISE)
     sweep = {SSR_DENOISE: shipped}
@@ -579,7 +579,7 @@ def photo_section(run: EvalRun) -> dict:
         ssr = load_model(run.models / name, run.device)
         win = ssr.config.num_frames
         own = sampling_defaults(ssr.config) if ssr.config.sampling else {}  # a distilled SSR: its recorded grid
-        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2,
+        up = torch.cat([upscale(ssr, lo[i:i + 1], CLIP_CAPTION, window=win, overlap=win // 2, fuse="flat",
                                 steps=own.get("steps", steps), seed=run.seed + i).cpu() for i in range(n)])
         run.videos[f"photo_ssr_{key}"] = up
         ssr_out[key] = {"model": name, "psnr": round(psnr(up, hi), 2),

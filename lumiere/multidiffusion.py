@@ -17,6 +17,30 @@ import math
 import torch
 
 FUSE_METHODS = ("flat", "ramped")
+DEFAULT_FUSE = "ramped"  # the default of the library, the CLI and both window nodes: windows fade into each other
+
+
+def resolve_window(length: int, window: int | None, overlap: int | None, model_frames: int, loop: bool = False,
+                   check=None, name: str = "video") -> tuple[int, int]:
+    """The window and overlap for a clip of `length` frames, one convention for the library, the CLI and the nodes:
+    window None or 0 = the model's own frame count `model_frames` (at most the clip for a loop); overlap None or
+    0 = half the window. Where windows are used (a clip longer than one window, or a loop) the overlap must be
+    2 .. window - 1; otherwise one window is the whole clip.
+
+    `check(frames, input_name)`, if given, is the network's frame-count check, run first on what one model call
+    sees: the window (named "window"), or the clip (named `name`) where one window covers it."""
+    window = window or model_frames
+    if window < 1:
+        raise ValueError(f"window: expected >= 1 frames (0 = the model's {model_frames}), got {window}")
+    if loop:
+        window = min(window, length)
+    windowed = window < length or loop
+    if check is not None:
+        check(window, "window") if windowed else check(length, name)
+    overlap = overlap or window // 2
+    if windowed and not 2 <= overlap < window:
+        raise ValueError(f"overlap: expected 2 <= overlap < window ({window}), got {overlap}")
+    return window, overlap
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:

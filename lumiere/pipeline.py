@@ -15,7 +15,7 @@ from .diffusion.denoiser import Denoiser
 from .diffusion.known import ReplaceKnown, composite_known
 from .diffusion.samplers import get_sigmas, sample, sdedit_sigmas, seeded_noise
 from .models.stunet import STUNet
-from .multidiffusion import MultiDiffusionDenoiser
+from .multidiffusion import DEFAULT_FUSE, MultiDiffusionDenoiser, resolve_window
 
 # Where the SSR starts by default (`upscale(denoise=...)`, the ComfyUI SSR node and workflows, the eval), by PSNR
 # against the true high-res clips (lumiere.eval, ssr.psnr_by_denoise). The first demo SSR, 12 held-out clips:
@@ -37,9 +37,11 @@ def sampling_defaults(config: ModelConfig) -> dict:
     return {**base, **{k: v for k, v in config.sampling.items() if k in base}}
 
 
-def pick(value, defaults: dict, key: str):
-    """`value` as given, or the model's default for `key` when it is None."""
-    return defaults[key] if value is None else value
+def sampling_settings(config: ModelConfig, **given) -> dict:
+    """The given steps / cfg / sampler / scheduler (/ denoise), each None replaced by the model's default
+    (`sampling_defaults`)."""
+    defaults = sampling_defaults(config)
+    return {key: defaults[key] if value is None else value for key, value in given.items()}
 
 
 class FramewiseT2I(nn.Module):
@@ -91,11 +93,6 @@ def ssr_conditioning(hi: torch.Tensor, scale: int) -> torch.Tensor:
     return upsample_video(downsample_video(hi, scale), scale)
 
 
-def check_replace_known(replace_known: bool, C, M) -> None:
-    if replace_known and (C is None or M is None):
-        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
-
-
 def model_device(bundle: LumiereBundle) -> torch.device:
     """Where the network's weights are: every tensor of a sampling run is made there."""
     return next(bundle.model.parameters()).device
@@ -115,6 +112,32 @@ def jcm_cond(bundle: LumiereBundle, C: torch.Tensor | None, M: torch.Tensor | No
     if C.shape[2:] != (t, h, w) or M.shape[2:] != (t, h, w):
         raise ValueError(f"conditioning: C {tuple(C.shape)} / M {tuple(M.shape)} must have {t} frames of {h}x{w}")
     return recipes.pack(C, M).expand(b, -1, -1, -1, -1)
+
+
+def check_replace_known(replace_known: bool, C, M) -> None:
+    if replace_known and (C is None or M is None):
+        raise ValueError("replace_known: needs the conditioning C and M (1 = known)")
+
+
+def sample_video(config: ModelConfig, denoiser, shape: tuple[int, ...], settings: dict, seed: int, device, *,
+                 init: torch.Tensor | None = None, strength: float = 1.0, C: torch.Tensor | None = None,
+                 M: torch.Tensor | None = None, replace_known: bool = False, callback: Callable | None = None,
+                 disable: bool = True) -> torch.Tensor:
+    """The sampling under `generate`, `generate_long` and `upscale` (and so `generate_extended`), whatever the
+    denoiser (one pass, or MultiDiffusion windows): the model's noise schedule for settings["scheduler"] /
+    ["steps"]; SDEdit when `init` is given (`init` noised to the level where the last `strength` of the schedule
+    starts, then that part run); known-pixel replacement (`ReplaceKnown` at every step, composited exactly at the
+    end: the pixels where M = 1 equal C bit for bit, a soft M blends); the result clamped to -1..1.
+    -> (b, 3, t, h, w) = `shape`"""
+    check_replace_known(replace_known, C, M)
+    sigmas = get_sigmas(settings["scheduler"], settings["steps"], config.sigma_min, config.sigma_max)
+    if init is not None:
+        sigmas = sdedit_sigmas(sigmas, strength)
+    if replace_known:
+        denoiser = ReplaceKnown(denoiser, C, M, seeded_noise(shape, seed, device))
+    out = sample(denoiser, shape, sigmas, settings["sampler"], seed, init=init, callback=callback, disable=disable,
+                 device=device).clamp(-1, 1)
+    return composite_known(out, C, M) if replace_known else out
 
 
 @torch.no_grad()
@@ -139,10 +162,7 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
     Returns (b, 3, t, h, w) in -1..1. All frames are denoised together in one pass.
     """
     cfgm = bundle.config
-    d = sampling_defaults(cfgm)
-    steps, cfg, sampler, scheduler = (pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"),
-                                                                  (sampler, "sampler"), (scheduler, "scheduler")))
-    check_replace_known(replace_known, C, M)
+    settings = sampling_settings(cfgm, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler)
     ctx, uctx = encode_text(bundle, prompt, negative, context, uncond_context)
     b = ctx.shape[0]
     if init_video is not None:
@@ -155,21 +175,14 @@ def generate(bundle: LumiereBundle, prompt: str | list[str], *, num_frames: int 
     ctx, uctx = ctx.to(device), uctx.to(device)
     C, M, init_video = (None if v is None else v.to(device) for v in (C, M, init_video))
     cond = jcm_cond(bundle, C, M, (b, t, h, w), device)
-    denoiser = Denoiser(net, ctx, uctx, cond, cfg)
-    sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
-    if init_video is not None:
-        sigmas = sdedit_sigmas(sigmas, strength)
-    shape = (b, 3, t, h, w)
-    if replace_known:
-        denoiser = ReplaceKnown(denoiser, C, M, seeded_noise(shape, seed, device))
-    out = sample(denoiser, shape, sigmas, sampler, seed, init=init_video, callback=callback,
-                 disable=disable, device=device).clamp(-1, 1)
-    return composite_known(out, C, M) if replace_known else out
+    denoiser = Denoiser(net, ctx, uctx, cond, settings["cfg"])
+    return sample_video(cfgm, denoiser, (b, 3, t, h, w), settings, seed, device, init=init_video, strength=strength,
+                        C=C, M=M, replace_known=replace_known, callback=callback, disable=disable)
 
 
 @torch.no_grad()
 def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str], *, window: int | None = None,
-            overlap: int = 2, fuse: str = "flat", tile: int | None = None, steps: int | None = None,
+            overlap: int | None = None, fuse: str = DEFAULT_FUSE, tile: int | None = None, steps: int | None = None,
             cfg: float | None = None, seed: int = 0, sampler: str | None = None, scheduler: str | None = None,
             negative: str = "", denoise: float | None = None, callback: Callable | None = None,
             disable: bool = True) -> torch.Tensor:
@@ -179,13 +192,12 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     bilinearly up-sampled clip noised to an intermediate level and runs the last `denoise` fraction of the
     schedule (SDEdit: `sdedit_sigmas`), so the result stays closer to the up-sampled input.
     `steps`, `cfg`, `sampler`, `scheduler`, `denoise`: None is the model's default (`sampling_defaults`: 20 DDIM
-    steps, cfg 1, denoise SSR_DENOISE, or what a distilled checkpoint records).
+    steps, cfg 1, denoise SSR_DENOISE, or what a distilled checkpoint records). `window`, `overlap`: None is the
+    model's frame count and half the window (`multidiffusion.resolve_window`).
     """
     cfgm = bundle.config
-    d = sampling_defaults(cfgm)
-    steps, cfg, sampler, scheduler, denoise = (
-        pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"), (sampler, "sampler"), (scheduler, "scheduler"),
-                                   (denoise, "denoise")))
+    settings = sampling_settings(cfgm, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler, denoise=denoise)
+    denoise = settings["denoise"]
     if cfgm.conditioning != "lowres":
         raise ValueError(f"model: expected an SSR checkpoint (role 'ssr'), got role {cfgm.role!r}")
     if video.ndim != 5 or video.shape[1] != 3:
@@ -195,20 +207,16 @@ def upscale(bundle: LumiereBundle, video: torch.Tensor, prompt: str | list[str],
     b, _, t, h, w = lowres.shape
     ctx, uctx = encode_text(bundle, prompt, negative)
     ctx, uctx = ctx.to(device).expand(b, -1, -1), uctx.to(device).expand(b, -1, -1)
-    window = window or cfgm.num_frames
     net = bundle.model
-    if isinstance(net, STUNet):  # a clip shorter than the window is sampled whole: then its length is the input
-        net.check_num_frames(t, "video") if t < window else net.check_num_frames(window, "window")
-    denoiser = MultiDiffusionDenoiser(Denoiser(net, ctx, uctx, None, cfg), window, overlap, fuse, tile=tile,
-                                      cond=lowres)
-    sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
+    window, overlap = resolve_window(t, window, overlap, cfgm.num_frames,
+                                     check=net.check_num_frames if isinstance(net, STUNet) else None)
+    denoiser = MultiDiffusionDenoiser(Denoiser(net, ctx, uctx, None, settings["cfg"]), window, overlap, fuse,
+                                      tile=tile, cond=lowres)
     if not 0.0 < denoise <= 1.0:
         raise ValueError(f"denoise: expected a value in (0, 1], got {denoise}")
-    init = None
-    if denoise < 1.0:
-        sigmas, init = sdedit_sigmas(sigmas, denoise), lowres
-    return sample(denoiser, (b, 3, t, h, w), sigmas, sampler, seed, init=init, callback=callback,
-                  disable=disable, device=device).clamp(-1, 1)
+    # below 1: SDEdit from the up-sampled clip; at 1 from pure noise (not the clip + sigma_max noise)
+    return sample_video(cfgm, denoiser, (b, 3, t, h, w), settings, seed, device,
+                        init=lowres if denoise < 1.0 else None, strength=denoise, callback=callback, disable=disable)
 
 
 def parse_prompt_schedule(schedule: str | list) -> list[tuple[int, str]]:
@@ -254,7 +262,7 @@ def window_segment(schedule: list[tuple[int, str]], frames: list[int]) -> int:
 
 @torch.no_grad()
 def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *, window: int | None = None,
-                  overlap: int | None = None, fuse: str = "ramped", height: int | None = None,
+                  overlap: int | None = None, fuse: str = DEFAULT_FUSE, height: int | None = None,
                   width: int | None = None, steps: int | None = None, cfg: float | None = None, seed: int = 0,
                   sampler: str | None = None, scheduler: str | None = None, negative: str = "",
                   C: torch.Tensor | None = None,
@@ -269,36 +277,28 @@ def generate_long(bundle: LumiereBundle, prompts: str | list, num_frames: int, *
     (`multidiffusion.loop_window_starts`), so the last frame flows into the first. Any length from one window up.
 
     `prompts`: a prompt, or a schedule "0: prompt A; 32: prompt B" / [(0, "A"), (32, "B")].  -> (1, 3, T, h, w)
-    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`).
+    `steps`, `cfg`, `sampler`, `scheduler`: None is the model's default (`sampling_defaults`). `window`, `overlap`:
+    None is the model's frame count and half the window (`multidiffusion.resolve_window`).
     """
     cfgm = bundle.config
-    d = sampling_defaults(cfgm)
-    steps, cfg, sampler, scheduler = (pick(v, d, k) for v, k in ((steps, "steps"), (cfg, "cfg"),
-                                                                  (sampler, "sampler"), (scheduler, "scheduler")))
+    settings = sampling_settings(cfgm, steps=steps, cfg=cfg, sampler=sampler, scheduler=scheduler)
     schedule = parse_prompt_schedule(prompts)
     check_schedule(schedule, num_frames)
-    window = window or cfgm.num_frames
-    if loop:
-        window = min(window, num_frames)
-    overlap = window // 2 if overlap is None else overlap
     h, w = height or cfgm.resolution, width or cfgm.resolution
     net = video_net(bundle.model)
-    if isinstance(net, STUNet):
-        net.check_num_frames(min(window, num_frames))
-    check_replace_known(replace_known, C, M)
+    window, overlap = resolve_window(num_frames, window, overlap, cfgm.num_frames, loop,
+                                     check=net.check_num_frames if isinstance(net, STUNet) else None,
+                                     name="num_frames")
     device = model_device(bundle)
     C, M = (None if v is None else v.to(device) for v in (C, M))
     cond = jcm_cond(bundle, C, M, (1, num_frames, h, w), device)
     texts = [p for _, p in schedule]
     ctx, uctx = (c.to(device) for c in encode_text(bundle, texts, negative))
-    denoisers = [Denoiser(net, ctx[i:i + 1], uctx[i:i + 1], None, cfg) for i in range(len(texts))]
+    denoisers = [Denoiser(net, ctx[i:i + 1], uctx[i:i + 1], None, settings["cfg"]) for i in range(len(texts))]
     md = MultiDiffusionDenoiser(denoisers[0], window, overlap, fuse, cond=cond, loop=loop,
                                 choose=lambda frames: denoisers[window_segment(schedule, frames)])
-    shape = (1, 3, num_frames, h, w)
-    den = ReplaceKnown(md, C, M, seeded_noise(shape, seed, device)) if replace_known else md
-    sigmas = get_sigmas(scheduler, steps, cfgm.sigma_min, cfgm.sigma_max)
-    out = sample(den, shape, sigmas, sampler, seed, callback=callback, disable=disable, device=device).clamp(-1, 1)
-    return composite_known(out, C, M) if replace_known else out
+    return sample_video(cfgm, md, (1, 3, num_frames, h, w), settings, seed, device, C=C, M=M,
+                        replace_known=replace_known, callback=callback, disable=disable)
 
 
 @torch.no_grad()

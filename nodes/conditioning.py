@@ -20,7 +20,7 @@ from .latent import check_finite, check_latent_memory, frames_to_video
 from .search import aliases
 
 FIT_SIZE = 32  # the shipped demo models' frame size: a user's media is fitted to it unless width / height say otherwise
-MODES = [m for m in recipes.MODES if m != "text"] + ["direct"]  # text alone needs no conditioning node
+MODES = [m for m, task in recipes.TASKS.items() if task.source is not None]  # text alone needs no conditioning node
 
 
 def generate_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor:
@@ -33,28 +33,20 @@ def generate_mask(mask: torch.Tensor | None, name: str = "mask") -> torch.Tensor
 
 
 def build_cm(mode, image, mask, frames, pad, indices="0, -1") -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, M) with the library recipes; M = 1 where the pixels are known."""
+    """(C, M) with the library's task table (`conditioning.TASKS`: what each mode needs, its recipe); M = 1 where
+    the pixels are known."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    task = recipes.TASKS[mode]
     if image is None:
         raise ValueError("image: every mode needs an IMAGE (a still for image_to_video/cinemagraph, the keyframes "
                          "for keyframes, the clip for extend, the video frames for inpaint/outpaint/direct)")
-    video = frames_to_video(image, "image")  # (1, 3, T, H, W)
-    if mode == "keyframes":
-        return recipes.keyframes(video, recipes.parse_indices(indices), frames)
-    if mode == "extend":  # the clip is the first frames of the output; the rest is generated
-        return recipes.extend(video, frames)
-    if mode == "image_to_video":
-        return recipes.image_to_video(video[:, :, 0], frames)
-    if mode == "cinemagraph":
-        return recipes.cinemagraph(video[:, :, 0], generate_mask(mask), frames)
-    if mode == "inpaint":
-        return recipes.inpaint(video, 1 - generate_mask(mask))
-    if mode == "outpaint":
-        if not any(pad):
-            raise ValueError("pad_left/pad_right/pad_top/pad_bottom: outpaint needs at least one non-zero pad")
-        return recipes.outpaint(video, pad)
-    if mode == "direct":
-        return recipes.direct(video, 1 - generate_mask(mask))
-    raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if "mask" in task.needs:
+        mask = generate_mask(mask)
+    if "pad" in task.needs and not any(pad):
+        raise ValueError("pad_left/pad_right/pad_top/pad_bottom: outpaint needs at least one non-zero pad")
+    return recipes.build(mode, frames_to_video(image, "image"), frames, mask=mask, pad=pad,  # (1, 3, T, H, W)
+                         indices=recipes.parse_indices(indices) if "indices" in task.needs else None)
 
 
 def as_video_mask(mask: torch.Tensor, frames: int) -> torch.Tensor:
@@ -67,22 +59,24 @@ def as_video_mask(mask: torch.Tensor, frames: int) -> torch.Tensor:
 def known_pixels(mode, image, mask, C, M) -> tuple[torch.Tensor, torch.Tensor]:
     """What replacement keeps: (K, W), K the known video (1, 3, T, H, W), W in 0..1 how much each pixel is known.
 
-    W = M where the recipe's mask is binary by construction (image_to_video, outpaint); where the user gives a
-    MASK, W = 1 - MASK *before* the recipe's 0.5 threshold, so a feathered mask blends instead of cutting."""
-    if mode in ("inpaint", "direct"):
-        return frames_to_video(image, "image"), 1 - as_video_mask(mask, C.shape[2])
-    if mode == "cinemagraph":
-        W = 1 - as_video_mask(mask, C.shape[2])
-        W[:, :, 0] = 1  # the still itself is frame 0
-        return frames_to_video(image, "image")[:, :, :1].expand_as(C), W
-    return C, M
+    W = M where the recipe's mask is binary by construction (image_to_video, outpaint, keyframes, extend); where the
+    task needs the user's MASK (inpaint, direct, cinemagraph), W = 1 - MASK *before* the recipe's 0.5 threshold, so
+    a feathered mask blends instead of cutting."""
+    task = recipes.TASKS[mode]
+    if "mask" not in task.needs:
+        return C, M
+    K, W = frames_to_video(image, "image"), 1 - as_video_mask(mask, C.shape[2])
+    if task.source == "still":  # cinemagraph: the still is frame 0 and is held on every frame
+        K = K[:, :, :1].expand_as(C)
+        W[:, :, 0] = 1
+    return K, W
 
 
 def fit_inputs(image, mask, mode: str, frames: int, width: int, height: int):
     """The user's media fitted to what will be sampled: resized to width x height (0 = keep; centre-cropped to the
-    aspect, as core Image Scale) and, for the video modes (inpaint/outpaint/direct), cut to the first `frames`
-    frames, so a long high-resolution clip is not sampled whole by a small model."""
-    if mode in ("inpaint", "outpaint", "direct"):
+    aspect, as core Image Scale) and, for the modes whose source is the output's own video (inpaint/outpaint/direct),
+    cut to the first `frames` frames, so a long high-resolution clip is not sampled whole by a small model."""
+    if recipes.task(mode).source == "video":
         if image is not None and image.ndim == 4 and image.shape[0] < frames:  # said here, not at the sampler
             raise ValueError(f"image: expected a video of at least {frames} frames for {mode} (the frames input), "
                              f"got {image.shape[0]}; give a longer clip or set frames to {image.shape[0]} or fewer")

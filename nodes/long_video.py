@@ -15,11 +15,11 @@ import comfy.model_management as mm
 import node_helpers
 from comfy_api.latest import io
 
-from ..lumiere.multidiffusion import FUSE_METHODS, time_windows
+from ..lumiere.multidiffusion import DEFAULT_FUSE, resolve_window, time_windows
 from ..lumiere.pipeline import parse_prompt_schedule, window_segment
 from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape, lumiere_config, take_frames
 from .latent import check_finite
-from .sampler import run_sampler, sampling_inputs
+from .sampler import run_sampler, sampling_inputs, window_inputs
 from .search import aliases
 
 
@@ -105,37 +105,6 @@ class LumiereWindows(comfy.context_windows.ContextHandlerABC):
         return [o / total.view(1, 1, -1, 1, 1) for o in out]
 
 
-def window_inputs() -> list:
-    """window, overlap, fuse, loop (widget order is part of saved workflows: append, never reorder)."""
-    return [
-        io.Int.Input("window", default=0, min=0, max=4096,
-                     tooltip="Frames per window; 0 = the model's own frame count (what it was trained on)."),
-        io.Int.Input("overlap", default=0, min=0, max=4095,
-                     tooltip="Frames shared by consecutive windows (>= 2, < window); 0 = half the window."),
-        io.Combo.Input("fuse", options=list(FUSE_METHODS), default="ramped",
-                       tooltip="How overlapping windows are averaged: ramped (windows fade into each other, "
-                               "smoother prompt changes) or flat (equal weights)."),
-        io.Boolean.Input("loop", default=False,
-                         tooltip="A seamless loop: the windows lie on a circle, some wrapping from the last frames "
-                                 "to the first, so the last frame flows into the first. Works from one window's "
-                                 "length up."),
-    ]
-
-
-def resolve_windows(model, frames: int, window: int, overlap: int, loop: bool) -> tuple[int, int]:
-    """Window and overlap for a clip of `frames`, with errors that name the inputs."""
-    cfg = lumiere_config(model)
-    window = window or cfg.num_frames
-    if loop:
-        window = min(window, frames)
-    check_video_shape(model, (1, 3, window, cfg.resolution, cfg.resolution), "window")
-    overlap = overlap or window // 2
-    if window < frames or loop:
-        if not 2 <= overlap < window:
-            raise ValueError(f"overlap: expected 2 <= overlap < window ({window}), got {overlap}")
-    return window, overlap
-
-
 class LumiereLongSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -157,14 +126,18 @@ class LumiereLongSampler(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="Video latent [B, 3, T, H, W] of any frame count (Lumiere Empty "
                                                   "Video or Lumiere Conditioning)."),
                 *sampling_inputs(),
-                *window_inputs(),
+                *window_inputs(),  # window, overlap, fuse, then loop (widget order is part of saved workflows)
+                io.Boolean.Input("loop", default=False,
+                                 tooltip="A seamless loop: the windows lie on a circle, some wrapping from the last "
+                                         "frames to the first, so the last frame flows into the first. Works from "
+                                         "one window's length up."),
             ],
             outputs=[io.Latent.Output(display_name="latent")],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler, window=0,
-                overlap=0, fuse="ramped", loop=False) -> io.NodeOutput:
+                overlap=0, fuse=DEFAULT_FUSE, loop=False) -> io.NodeOutput:
         frames = latent["samples"].shape[2]
         shape = tuple(latent["samples"].shape)
         check_base_model(model)
@@ -174,7 +147,9 @@ class LumiereLongSampler(io.ComfyNode):
             raise ValueError(f"positive: expected prompt-schedule segments starting within the latent's {frames} "
                              f"frames (0-{frames - 1}), got start frame(s) {[s for s in starts if s >= frames]}; "
                              f"lengthen the latent (Lumiere Empty Video frames) or move them")
-        window, overlap = resolve_windows(model, frames, window, overlap, loop)
+        window, overlap = resolve_window(frames, window, overlap, lumiere_config(model).num_frames, loop,
+                                         check=lambda f, name: check_video_shape(model, (1, 3, f, *shape[3:]), name),
+                                         name="latent")
         check_memory(model, (*shape[:2], min(window, frames), *shape[3:]), "latent",
                      "fit the frames to the model (width / height on Lumiere Conditioning or Lumiere Empty Video) or "
                      "use a shorter window", frames_total=frames)

@@ -11,6 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..lumiere.diffusion.known import composite_known
+from ..lumiere.multidiffusion import DEFAULT_FUSE, FUSE_METHODS
 from ..lumiere.pipeline import sampling_defaults
 from .comfy_model import SEGMENT_KEY, check_base_model, check_memory, check_video_shape, lumiere_config
 from .latent import check_finite
@@ -100,6 +101,22 @@ def sampling_inputs() -> list:
                        tooltip="Core sampler (ddim = deterministic, as in the Lumiere paper)."),
         io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default="normal",
                        tooltip="Core noise schedule; 'normal' spaces steps evenly in the cosine time t."),
+    ]
+
+
+def window_inputs() -> list:
+    """window, overlap, fuse: the temporal MultiDiffusion windows of the Long Video Sampler and the SSR upscaler,
+    one convention (`multidiffusion.resolve_window`) and one default fuse (widget order is part of saved workflows:
+    append, never reorder)."""
+    return [
+        io.Int.Input("window", default=0, min=0, max=4096,
+                     tooltip="Frames per window (a multiple of the model's frame multiple); 0 = the model's own "
+                             "frame count (what it was trained on)."),
+        io.Int.Input("overlap", default=0, min=0, max=4095,
+                     tooltip="Frames shared by consecutive windows (>= 2, < window); 0 = half the window."),
+        io.Combo.Input("fuse", options=list(FUSE_METHODS), default=DEFAULT_FUSE,
+                       tooltip="How overlapping windows are averaged: ramped (windows fade into each other, "
+                               "smoother prompt changes) or flat (equal weights)."),
     ]
 
 

@@ -9,11 +9,11 @@ import comfy.model_management as mm
 import node_helpers
 from comfy_api.latest import io
 
-from ..lumiere.multidiffusion import FUSE_METHODS, MultiDiffusionDenoiser, window_starts
+from ..lumiere.multidiffusion import MultiDiffusionDenoiser, resolve_window
 from ..lumiere.pipeline import SSR_DENOISE, upsample_video
 from .comfy_model import COND_KEY, check_memory, check_video_shape, lumiere_config
 from .latent import frames_to_video, latent_video, video_to_frames
-from .sampler import core_sampling, run_sampler, sampling_inputs
+from .sampler import core_sampling, run_sampler, sampling_inputs, window_inputs
 from .search import aliases
 
 
@@ -56,13 +56,7 @@ class LumiereSSRUpscale(io.ComfyNode):
                 io.Int.Input("scale", default=2, min=1, max=16,
                              tooltip="Output size / input size; the SSR model was trained for one scale (its "
                                      "config), others work less well."),
-                io.Int.Input("window", default=8, min=1, max=4096,
-                             tooltip="Frames per temporal window (a multiple of the model's frame multiple)."),
-                io.Int.Input("overlap", default=2, min=2, max=4095,
-                             tooltip="Frames shared by consecutive windows (>= 2, < window)."),
-                io.Combo.Input("fuse", options=list(FUSE_METHODS), default="ramped",
-                               tooltip="How overlapping windows are averaged: flat (equal weights) or ramped "
-                                       "(weights fade across the overlap)."),
+                *window_inputs(),
                 *sampling_inputs(),
                 io.Float.Input("denoise", default=SSR_DENOISE, min=0.01, max=1.0, step=0.01, optional=True,
                                tooltip="Where sampling starts, as core samplers' denoise: 1 = from pure noise; "
@@ -104,10 +98,11 @@ class LumiereSSRUpscale(io.ComfyNode):
                              f"latent), got {'both' if frames is not None else 'neither'}")
         video = latent_video(latent) if latent is not None else frames_to_video(frames)
         b, _, t, h, w = video.shape
-        window_starts(t, window, overlap)  # ValueError names overlap / window
-        # a clip shorter than the window is sampled whole: then the clip's frame count is the input to name
-        check_video_shape(model, (1, 3, min(window, t), h * scale, w * scale),
-                          ("frames" if latent is None else "latent") if t < window else "window")
+        # a clip no longer than the window is sampled whole: then the clip's frame count is the input to name
+        window, overlap = resolve_window(t, window, overlap, config.num_frames,
+                                         check=lambda f, name: check_video_shape(model, (1, 3, f, h * scale,
+                                                                                         w * scale), name),
+                                         name="frames" if latent is None else "latent")
         check_memory(model, (b, 3, min(window, t), h * scale, w * scale), "frames" if latent is None else "latent",
                      "upscale fewer or smaller frames, or use a shorter window", frames_total=t)
         lowres = upsample_video(video.float(), scale).to(mm.intermediate_device())  # (B, 3, T, H, W)

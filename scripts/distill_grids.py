@@ -96,8 +96,8 @@ def main() -> int:
         win = t_ssr.config.num_frames
         for i in range(2):
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                up = {name: upscale(b, lo[i:i + 1], prompts[i], window=win, overlap=win // 2, seed=a.seed + i,
-                                    **kw)[0].float()
+                up = {name: upscale(b, lo[i:i + 1], prompts[i], window=win, overlap=win // 2, fuse="flat",
+                                    seed=a.seed + i, **kw)[0].float()
                       for name, b, kw in (("teacher SSR 20st d0.3", t_ssr, {}), ("student SSR 2st", s_ssr, {}),
                                           ("student SSR 1 call", s_ssr, {"denoise": 0.5}))}
             rows = [("truth 64px", hi[i]), ("bicubic", bicubic_video(lo[i:i + 1], t_ssr.config.scale)[0])]

@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lumiere.bench import count_flops, machine_peak  # noqa: E402
+from lumiere.bench import machine_peak  # noqa: E402
+from lumiere.flops import count_flops  # noqa: E402
 from lumiere.pipeline import generate  # noqa: E402
 from lumiere.train.trainer import Trainer  # noqa: E402
 

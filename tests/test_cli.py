@@ -224,7 +224,7 @@ def test_ssr_and_style(files, tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (("--mode", "inpaint", "--image", "{d}/image.png"), "--mask: required by --mode inpaint"),
     (("--mode", "image_to_video",), "--image: required by --mode image_to_video"),
-    (("--mode", "outpaint", "--pad", 2, 2, 2, 2), "--image/--video: --mode outpaint needs the clip"),
+    (("--mode", "outpaint", "--pad", 2, 2, 2, 2), "--image/--video: required by --mode outpaint"),
     (("--mode", "outpaint", "--image", "{d}/image.png", "--pad", 8, 8, 0, 0), "--pad: expected non-negative"),
     (("--image", "{d}/absent.png",), "--image: {d}/absent.png: no such file"),
     (("--image", "{d}/notes.txt",), "--image: {d}/notes.txt: not a readable image"),
@@ -233,10 +233,12 @@ def test_ssr_and_style(files, tmp_path):
     (("--strength", 0.5), "--strength: SDEdit needs --video"),
     (("--video", "{d}/input.gif", "--strength", 1.5), "--strength: expected a value in (0, 1]"),
     (("--window", 4), "--window/--tile: only used with --ssr"),
+    (("--ssr", "{d}/ssr.safetensors", "--frames", 8, "--window", 4, "--overlap", 4),
+     "--overlap: expected 2 <= overlap < window (4), got 4"),
     (("--mode", "keyframes",), "--keyframe: required by --mode keyframes"),
     (("--mode", "keyframes", "--keyframe", "first={d}/image.png"), "--keyframe: expected FRAME=PNG"),
     (("--mode", "keyframes", "--keyframe", "0={d}/image.png", "--keyframe=-8={d}/image.png"),
-     "--keyframe: indices: expected 2 distinct frame numbers"),
+     "--keyframe: expected 2 distinct frame numbers"),
     (("--mode", "extend",), "--video: required by --mode extend"),
     (("--mode", "extend", "--video", "{d}/input.gif", "--frames", 16, "--context", 8),
      "--context: expected 1 to 7 known frames"),
@@ -407,3 +409,19 @@ def test_without_media_packages_saving_is_refused_before_sampling(files, tmp_pat
                                        f"{need}: pip install 'comfyui-lumiere[media]' (or pip install "
                                        f"{need.split()[0]})")
         assert not (tmp_path / out).exists()
+
+
+def test_every_task_of_the_table_has_its_flags():
+    """A task added to `conditioning.TASKS` with a new kind of source or need fails here until the CLI reads it."""
+    from lumiere.conditioning import TASKS
+    for mode, task in TASKS.items():
+        assert task.source is None or task.source in cli.SOURCE_FLAGS, mode
+        assert all(n in cli.NEED_FLAGS for n in task.needs), mode
+
+
+def test_direct_mode_is_inpainting_by_another_name(files, tmp_path):
+    """--mode direct: the video is C, the mask (white = generate) is 1 - M: the same clip as inpaint."""
+    args = ("--video", files / "input.gif", "--mask", files / "mask.png", "--frames", 4)
+    assert main(*gen(files, "--mode", "direct", *args, "--out", tmp_path / "direct")) == 0
+    assert main(*gen(files, "--mode", "inpaint", *args, "--out", tmp_path / "inp")) == 0
+    assert torch.equal(load_video(tmp_path / "direct", 4, 16, 16), load_video(tmp_path / "inp", 4, 16, 16))

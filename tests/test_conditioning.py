@@ -128,3 +128,55 @@ def test_keyframes_and_extend_place_known_frames():
         keyframes(frames, [0, 8], 8)
     with pytest.raises(ValueError, match="clip"):
         extend(torch.rand(1, 3, 8, 4, 4), 8)
+
+
+def test_outpaint_needs_a_border():
+    with pytest.raises(ValueError, match=r"^pad: expected 4 non-negative sizes .*at least one above 0"):
+        cond.outpaint(video(), (0, 0, 0, 0))
+
+
+def test_every_task_builds_from_the_front_ends_inputs():
+    """The table's recipes from one set of front-end inputs (mask 1 = generate): M = 1 exactly where each task keeps
+    pixels, C zero elsewhere; a missing need is named."""
+    v, t = video(t=2), 4
+    generate = torch.zeros(8, 8)
+    generate[:, 4:] = 1  # the right half is generated / animated
+    inputs = dict(mask=generate, pad=(2, 0, 0, 0), indices=[0, -1])
+    known_left = torch.zeros(8, 8)
+    known_left[:, :4] = 1
+    expected = {  # M per frame (h, w), for frames 0, 1, t-1 of the output
+        "image_to_video": [torch.ones(8, 8), torch.zeros(8, 8), torch.zeros(8, 8)],
+        "cinemagraph": [torch.ones(8, 8), known_left, known_left],
+        "keyframes": [torch.ones(8, 8), torch.zeros(8, 8), torch.ones(8, 8)],
+        "extend": [torch.ones(8, 8), torch.ones(8, 8), torch.zeros(8, 8)],
+    }
+    assert cond.build("text", None, t) == (None, None)
+    for mode, task in cond.TASKS.items():
+        if task.source is None:
+            continue
+        source = video(t=t) if task.source == "video" else v[:, :, :1] if task.source == "still" else v
+        C, M = cond.build(mode, source, t, **{k: inputs[k] for k in task.needs})
+        assert_binary(M)
+        assert C.abs()[M.expand_as(C) == 0].sum() == 0, mode
+        if task.source == "video":  # the clip's own frames, known outside what is generated
+            pad = mode == "outpaint"
+            assert M.shape[2:] == ((t, 8, 10) if pad else (t, 8, 8)), mode
+            assert torch.equal(M[0, 0, 0], outpaint_known() if pad else known_left), mode
+        else:
+            assert M.shape[2:] == (t, 8, 8)
+            for f, m in zip((0, 1, t - 1), expected[mode]):
+                assert torch.equal(M[0, 0, f], m), (mode, f)
+        for need in task.needs:
+            with pytest.raises(ValueError, match=f"^{need}: expected one for {mode}, got none"):
+                cond.build(mode, source, t, **{k: inputs[k] for k in task.needs if k != need})
+
+
+def outpaint_known():
+    m = torch.ones(8, 10)
+    m[:, :2] = 0  # the 2-pixel left border is generated
+    return m
+
+
+def test_an_unknown_task_is_named():
+    with pytest.raises(ValueError, match=r"^mode: expected one of \['text', .*got 'paint'"):
+        cond.build("paint", video(), 4)

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,5 @@ def test_gpu_check_cpu_variant(tmp_path):
         assert float(cells[2]) > 0 and float(cells[3]) > 0 and 0 < float(cells[4]) < 100  # steps/s, GFLOP, MFU
     r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--device", "cuda"], cwd=ROOT, capture_output=True,
                        text=True, timeout=120)
-    import torch
     if not torch.cuda.is_available():
         assert r.returncode == 2 and "no CUDA device" in r.stderr

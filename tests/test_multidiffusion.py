@@ -8,7 +8,7 @@ from lumiere.checkpoint import build_bundle
 from lumiere.configs import get_preset
 from lumiere.diffusion.denoiser import Denoiser
 from lumiere.diffusion.samplers import get_sigmas, sample
-from lumiere.multidiffusion import MultiDiffusionDenoiser, window_starts, window_weights
+from lumiere.multidiffusion import MultiDiffusionDenoiser, resolve_window, window_starts, window_weights
 from lumiere.pipeline import upscale
 
 
@@ -44,6 +44,32 @@ def test_window_errors():
         window_weights(8, 2, "max", True, True)
 
 
+def test_one_window_convention():
+    """0 / None = the model's frames and half the window; a loop's window is at most the clip; the overlap is
+    checked only where windows overlap; the network's frame check names the window, or the clip it covers."""
+    assert resolve_window(64, 0, 0, 16) == resolve_window(64, None, None, 16) == (16, 8)
+    assert resolve_window(64, 8, 3, 16) == (8, 3)
+    assert resolve_window(12, 0, 0, 16, loop=True) == (12, 6)
+    assert resolve_window(12, 0, 1, 16) == (16, 1)  # one window covers the clip: no overlap is used
+    with pytest.raises(ValueError, match=r"^overlap: expected 2 <= overlap < window \(12\), got 1$"):
+        resolve_window(12, 0, 1, 16, loop=True)
+    with pytest.raises(ValueError, match=r"^overlap: expected 2 <= overlap < window \(8\), got 8$"):
+        resolve_window(64, 8, 8, 16)
+    with pytest.raises(ValueError, match=r"^window: expected >= 1 frames"):
+        resolve_window(64, -8, 0, 16)
+    seen = []
+    resolve_window(64, 0, 0, 16, check=lambda frames, name: seen.append((frames, name)))
+    resolve_window(10, 0, 0, 16, check=lambda frames, name: seen.append((frames, name)), name="latent")
+    assert seen == [(16, "window"), (10, "latent")]
+
+    def multiple_of_4(frames, name):
+        if frames % 4:
+            raise ValueError(f"{name}: expected a multiple of 4, got {frames}")
+
+    with pytest.raises(ValueError, match="^window: "):  # a bad window is named before the overlap it implies
+        resolve_window(64, 3, 0, 16, check=multiple_of_4)
+
+
 def test_ramped_weights():
     w = window_weights(8, 3, "ramped", first=False, last=False)
     torch.testing.assert_close(w, torch.tensor([.25, .5, .75, 1, 1, .75, .5, .25]))
@@ -70,22 +96,27 @@ class WindowProbe:
 
 @pytest.mark.parametrize("fuse", ["flat", "ramped"])
 @pytest.mark.parametrize("length,window,overlap", [(20, 8, 2), (17, 6, 3), (80, 16, 2)])
-def test_fusion_is_the_weighted_per_frame_average(fuse, length, window, overlap):
+def test_fusion_averages_the_windows_covering_each_frame(fuse, length, window, overlap):
+    """Each window predicts x + the position in the window, so the fused out - x = f - g(f) where g(f) is an
+    average of the starts of the windows covering frame f: that start where one window covers f; flat: their plain
+    mean (the paper's least-squares solution); ramped: strictly between the covering starts. And g never goes
+    back: across an overlap the later window takes over (ramped: gradually)."""
     x = torch.randn(1, 2, length, 3, 3)
     out = MultiDiffusionDenoiser(WindowProbe(), window, overlap, fuse)(x, torch.tensor(1.0))
+    shift = (out - x)[0, 0, :, 0, 0]  # (length,): the same for every channel and pixel
+    torch.testing.assert_close(out - x, shift[None, None, :, None, None].expand_as(x), atol=1e-5, rtol=0)
+    g = torch.arange(length) - shift
     starts = window_starts(length, window, overlap)
-    num, den = torch.zeros(length), torch.zeros(length)
-    for i, s in enumerate(starts):
-        w = window_weights(window, overlap, fuse, i == 0, i == len(starts) - 1)
-        num[s:s + window] += w * torch.arange(window)
-        den[s:s + window] += w
-    expected = x + (num / den)[:, None, None]
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
-    if fuse == "flat":  # the paper's least-squares solution: the plain mean over covering windows
-        f = starts[1]  # a frame in the first overlap
+    for f in range(length):
         covering = [s for s in starts if s <= f < s + window]
-        assert len(covering) >= 2
-        torch.testing.assert_close(out[0, 0, f], x[0, 0, f] + sum(f - s for s in covering) / len(covering))
+        if len(covering) == 1 or fuse == "flat":
+            assert abs(g[f] - sum(covering) / len(covering)) < 1e-4, (f, covering, g[f])
+        else:
+            assert min(covering) < g[f] < max(covering), (f, covering, g[f])
+            entering = f > 0 and not any(s <= f - 1 < s + window for s in covering[1:])
+            if entering:  # the first frame a later window covers: it has only begun to fade in
+                assert g[f] < sum(covering) / len(covering), (f, covering, g[f])
+    assert (g[1:] - g[:-1] >= -1e-4).all(), g
 
 
 def test_memory_bounded_by_one_window():

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .procedural import random_frames
+
 PANS = ("left", "right", "up", "down")
 ZOOMS = ("in", "out")
 CAMERA_MOTIONS = PANS + ZOOMS
@@ -212,9 +214,7 @@ class MixedClips:
         return video, caps, specs
 
     def images(self, n: int, generator: torch.Generator, size: int | None = None):
-        video, caps, specs = self.clips(n, generator, size=size)
-        idx = torch.randint(video.shape[2], (n,), generator=generator)
-        return video[torch.arange(n), :, idx], caps, specs
+        return random_frames(self.clips(n, generator, size=size), generator)
 
 
 # ---- the held-out camera clips (the eval's camera section and the training probe) ----

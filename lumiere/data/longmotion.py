@@ -31,7 +31,8 @@ import math
 
 import torch
 
-from .procedural import BACKGROUNDS, BG_NAMES, COLOUR_NAMES, COLOURS, DIR_VEC, DIRECTIONS, SHAPES
+from .procedural import (BACKGROUNDS, BG_NAMES, COLOUR_NAMES, DIR_VEC, DIRECTIONS, SHAPES, appearance,
+                         random_frames)
 
 PERIODIC_MOTIONS = ("swings", "bobs", "orbits", "bounces")
 TEMPOS = ("fast", "medium", "slow")
@@ -224,11 +225,7 @@ class LongMotionClips:
                 across = lo[j] + (hi[j] - lo[j]) * u[j, 3]
                 x[i], y[i] = (v[0] for v in event_path(s["event"], s["direction"], along0, travel, across,
                                                       t[j] / self.seconds))
-        centers = torch.stack([x, y], dim=-1)
-        shape_idx = torch.tensor([SHAPES.index(s["shape"]) for s in specs])
-        colour = torch.tensor([COLOURS[s["colour"]] for s in specs])
-        bg = torch.tensor([BACKGROUNDS[s["background"]] for s in specs])
-        return render_smooth(centers, radius, shape_idx, colour, bg, size)
+        return render_smooth(torch.stack([x, y], dim=-1), radius, *appearance(specs), size)
 
     def clips(self, n: int, generator: torch.Generator, frames: int | None = None,
               size: int | None = None) -> tuple[torch.Tensor, list[str], list[dict]]:
@@ -239,6 +236,4 @@ class LongMotionClips:
 
     def images(self, n: int, generator: torch.Generator, size: int | None = None):
         """n single frames (the T2I stage): a random frame of a random clip -> (images (n, 3, s, s), captions)"""
-        video, caps, specs = self.clips(n, generator, size=size)
-        idx = torch.randint(video.shape[2], (n,), generator=generator)
-        return video[torch.arange(n), :, idx], caps, specs
+        return random_frames(self.clips(n, generator, size=size), generator)

@@ -68,6 +68,23 @@ def render(centers: torch.Tensor, radius: torch.Tensor, shape_idx: torch.Tensor,
     return frames * 2 - 1
 
 
+def appearance(specs: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The specs' shape, colour and background as the renderers take them: shape_idx (b,), colour and background
+    (b, 3) in 0..1."""
+    shape_idx = torch.tensor([SHAPES.index(s["shape"]) for s in specs])
+    colour = torch.tensor([COLOURS[s["colour"]] for s in specs])
+    background = torch.tensor([BACKGROUNDS[s["background"]] for s in specs])
+    return shape_idx, colour, background
+
+
+def random_frames(clips: tuple[torch.Tensor, list[str], list[dict]], generator: torch.Generator):
+    """One random frame of each clip (the T2I stage's images): (video (n, 3, t, s, s), captions, specs) ->
+    (images (n, 3, s, s), captions, specs)"""
+    video, caps, specs = clips
+    idx = torch.randint(video.shape[2], (video.shape[0],), generator=generator)
+    return video[torch.arange(video.shape[0]), :, idx], caps, specs
+
+
 def bounce(p: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """Reflect positions p into [lo, hi] (elementwise, any number of bounces)."""
     span = (hi - lo).clamp(min=1e-6)
@@ -132,11 +149,7 @@ class ProceduralClips:
         y = y0[:, None] + vel[:, 1, None] * speed[:, None] * tt[None]
         x = bounce(x, lo[:, None], hi[:, None])
         y = bounce(y, lo[:, None], hi[:, None])
-        centers = torch.stack([x, y], dim=-1)
-        shape_idx = torch.tensor([SHAPES.index(s["shape"]) for s in specs])
-        colour = torch.tensor([COLOURS[s["colour"]] for s in specs])
-        bg = torch.tensor([BACKGROUNDS[s["background"]] for s in specs])
-        return render(centers, radius, shape_idx, colour, bg, size)
+        return render(torch.stack([x, y], dim=-1), radius, *appearance(specs), size)
 
     def clips(self, n: int, generator: torch.Generator, frames: int | None = None,
               size: int | None = None) -> tuple[torch.Tensor, list[str], list[dict]]:
@@ -147,9 +160,7 @@ class ProceduralClips:
 
     def images(self, n: int, generator: torch.Generator, size: int | None = None):
         """n single frames (the T2I stage): a random frame of a random clip -> (images (n, 3, s, s), captions)"""
-        video, caps, specs = self.clips(n, generator, size=size)
-        idx = torch.randint(video.shape[2], (n,), generator=generator)
-        return video[torch.arange(n), :, idx], caps, specs
+        return random_frames(self.clips(n, generator, size=size), generator)
 
 
 def eval_specs(n_per_combo: int) -> list[dict]:

@@ -15,7 +15,7 @@ from PIL import Image, ImageSequence
 from comfy_harness import execution_error, http
 from comfy_fixtures import ROOT, model_substitutes
 from lumiere.checkpoint import read_config
-from ws import WsListener
+from ws import WsListener, cancel_when
 
 NODE_IDS = ["LumiereLoader", "LumiereSampler", "LumiereConditioning", "LumiereSSRUpscale", "LumiereStylize",
             "LumiereEmptyVideo", "LumiereFramesToLatent", "LumiereLatentToFrames", "LumiereLoadClipFolder",
@@ -369,7 +369,7 @@ def test_progress_and_whole_clip_previews(comfy_server, api_workflows):
     """Core previews (the server runs --preview-method latent2rgb) arrive one per step, each a grid of every frame
     (3 x the frame multiple: a non-square grid, so a single frame cannot pass for it)."""
     base = read_config(model_file(comfy_server, model_substitutes()["lumiere_demo_base.safetensors"]))
-    frames, size = 3 * 2 ** sum(base.temporal.temporal_down), base.resolution
+    frames = 3 * 2 ** sum(base.temporal.temporal_down)
     cols = int(np.ceil(np.sqrt(frames)))
     rows = int(np.ceil(frames / cols))
     pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
@@ -395,19 +395,8 @@ def test_progress_and_whole_clip_previews(comfy_server, api_workflows):
 
 def test_cancel_interrupts_sampling(comfy_server, api_workflows):
     pytest.importorskip("aiohttp", reason="websocket tests need aiohttp (the ComfyUI venv has it)")
-    client = uuid.uuid4().hex
-    ws = WsListener(comfy_server.url, client).start()
-    try:
-        p = long_run(api_workflows, 1000, "test/cancel")
-        status, body = comfy_server.queue(p, client_id=client)
-        assert status == 200, body
-        ws.wait_for(lambda m: m.get("type") == "progress" and m["data"]["value"] >= 2, timeout=120)
-        assert http(comfy_server.url + "/interrupt", {})[0] == 200
-        entry = comfy_server.wait(body["prompt_id"], timeout=120)
-    finally:
-        ws.stop()
-    kinds = [k for k, _ in entry["status"]["messages"]]
-    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    p = long_run(api_workflows, 1000, "test/cancel")
+    _, ws = cancel_when(comfy_server, p, lambda m: m.get("type") == "progress" and m["data"]["value"] >= 2)
     values = [d["value"] for d in ws.of_type("progress") if d["node"] == sampler_id(p)]
     assert max(values) < 1000
 

@@ -6,6 +6,9 @@ import json
 import struct
 import threading
 import time
+import uuid
+
+from comfy_harness import http  # scripts/ (on the path: tests/comfy/comfy_fixtures.py)
 
 
 class WsListener(threading.Thread):
@@ -64,3 +67,22 @@ class WsListener(threading.Thread):
                     return m
             time.sleep(0.05)
         raise TimeoutError("websocket message not seen")
+
+
+def cancel_when(server, prompt: dict, started, timeout: float = 120) -> tuple[dict, WsListener]:
+    """Queue `prompt` with a websocket listening, press Cancel (POST /interrupt, as the UI does) at the first
+    message for which `started(message)` holds, and wait for the prompt to end; checks that it ended interrupted.
+    -> (its history entry, the listener with every message it received)"""
+    client = uuid.uuid4().hex
+    ws = WsListener(server.url, client).start()
+    try:
+        status, body = server.queue(prompt, client_id=client)
+        assert status == 200, body
+        ws.wait_for(started, timeout=timeout)
+        assert http(server.url + "/interrupt", {})[0] == 200
+        entry = server.wait(body["prompt_id"], timeout=120)
+    finally:
+        ws.stop()
+    kinds = [k for k, _ in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in kinds, kinds
+    return entry, ws
