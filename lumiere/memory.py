@@ -33,7 +33,9 @@ from .checkpoint import build_model
 from .compute import prepare_for_inference
 from .configs import ModelConfig, get_preset
 
-SAMPLER_COPIES = 6  # latent-sized tensors a sampler keeps besides the network's activations (x, noise, x0, C, M, old)
+# latent-sized fp32 tensors the hungriest sampler (dpmpp_2m: x, noise, x0, its previous x0 and the step's temporaries)
+# holds at its peak besides the network's activations; tests/test_memory.py measures every sampler against it
+SAMPLER_COPIES = 9
 
 
 class LiveBytes(TorchDispatchMode):

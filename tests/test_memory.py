@@ -5,7 +5,8 @@ import torch
 
 from lumiere import build_bundle, get_preset
 from lumiere.data.procedural import VOCAB
-from lumiere.memory import LiveBytes, forward_peak_bytes, peak_bytes, sampling_memory_estimate
+from lumiere.diffusion.samplers import SAMPLERS, get_sigmas, sample
+from lumiere.memory import SAMPLER_COPIES, LiveBytes, forward_peak_bytes, peak_bytes, sampling_memory_estimate
 from lumiere.pipeline import generate
 
 
@@ -72,3 +73,15 @@ def test_block_runner_sees_every_block_and_changes_nothing():
         out = model(x, torch.tensor([0.5]), ctx)
         assert len(calls) == levels * n + 1 + levels * (n + 1)
         assert torch.equal(out, ref)
+
+
+def test_sampler_copies_is_the_hungriest_samplers_peak():
+    """SAMPLER_COPIES (the estimate's latent copies) is what the samplers hold at their peak, measured with a
+    denoiser that allocates nothing but its output: no sampler holds more, and the hungriest holds that many
+    (scalars such as the sigmas add a few bytes)."""
+    shape = (1, 3, 8, 32, 32)
+    latent = 3 * 8 * 32 * 32 * 4
+    sigmas = get_sigmas("uniform", 5, 0.002, 160.0)
+    copies = {name: peak_bytes(lambda: sample(lambda x, s: x / (1 + s * s), shape, sigmas, name, 0)) / latent
+              for name in SAMPLERS}
+    assert round(max(copies.values())) == SAMPLER_COPIES and max(copies.values()) < SAMPLER_COPIES + 0.01, copies

@@ -36,7 +36,7 @@ from ..data.style import style_transform
 from .spec import DataSpec, TrainSpec
 
 STAGES = ("t2i", "temporal", "conditioning", "ssr", "style", "distill")
-TASKS = cond_lib.TRAINING_TASKS
+TASKS = cond_lib.TRAINING_TASKS  # the tasks a training mixture may name (lumiere.conditioning's table)
 
 
 def apply_overrides(cfg: ModelConfig, overrides: dict) -> ModelConfig:
@@ -248,7 +248,7 @@ class TemporalStage(Stage):
         cfg.unet = model.unet.cfg
         cfg.role = "base"
         self.bundle = LumiereBundle(model, init.text_encoder, cfg)
-        self.freeze = freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.train_conv_in)
+        freeze_t2i(model, train_input_conv=bool(self.tasks) and spec.train_conv_in)
         if init.text_encoder is not None:
             init.text_encoder.requires_grad_(False)
         # optional, un-Lumiere-like fallback: also fine-tune some T2I weights (e.g. the finest decoder level),
@@ -260,8 +260,6 @@ class TemporalStage(Stage):
                 if name.startswith(unfreeze) and not p.requires_grad:
                     p.requires_grad_(True)
                     self.extra.append(p)
-            self.freeze = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                           "unfrozen_t2i": sum(p.numel() for p in self.extra)}
         extra_ids = {id(p) for p in self.extra}
         self.trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in extra_ids] + self.extra
         self.lr_scales = [1.0] * (len(self.trainable) - len(self.extra)) + \
